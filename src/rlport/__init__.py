@@ -1,0 +1,77 @@
+"""rlport: portable, pickle-free bundles for trained reinforcement-learning policies.
+
+Example:
+    >>> import rlport
+    >>> bundle = rlport.from_sb3(model, env_id="CartPole-v1")     # doctest: +SKIP
+    >>> bundle.save("cartpole.rlp")                               # doctest: +SKIP
+    >>> policy = rlport.load("cartpole.rlp")                      # doctest: +SKIP
+    >>> action, state = policy.predict(obs, deterministic=True)   # doctest: +SKIP
+
+Loading and running a bundle needs numpy only; ``from_sb3`` imports torch and
+stable-baselines3 when it is called.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rlport.bundle.bundle import Bundle
+from rlport.errors import (
+    BundleError,
+    EnvError,
+    FormatVersionError,
+    GraphError,
+    IntegrityError,
+    MissingDependencyError,
+    ObservationError,
+    RlportError,
+    SpaceError,
+    UnsupportedError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bundle",
+    "load",
+    "from_sb3",
+    "RlportError",
+    "BundleError",
+    "FormatVersionError",
+    "IntegrityError",
+    "GraphError",
+    "UnsupportedError",
+    "SpaceError",
+    "ObservationError",
+    "MissingDependencyError",
+    "EnvError",
+    "__version__",
+]
+
+
+def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = None):
+    """Load a bundle and return a policy with SB3's ``predict(obs, state, episode_start, deterministic)``.
+
+    Args:
+        path: the ``.rlp`` file.
+        backend: ``"numpy"`` (the only backend of this version).
+        seed: seed for ``deterministic=False`` sampling.
+
+    Example:
+        >>> policy = rlport.load("cartpole.rlp")                     # doctest: +SKIP
+        >>> action, _ = policy.predict(obs, deterministic=True)      # doctest: +SKIP
+    """
+    if backend != "numpy":
+        raise UnsupportedError(f"backend {backend!r} is not available; this version supports: numpy")
+    return Bundle.load(path).policy(seed=seed)
+
+
+def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, **kwargs: Any) -> Bundle:
+    """Export a live Stable-Baselines3 / sb3-contrib model to a :class:`Bundle`.
+
+    See :func:`rlport.importers.sb3_live.from_sb3` for the arguments.
+    """
+    from rlport.importers.sb3_live import from_sb3 as _from_sb3
+
+    return _from_sb3(model, vec_normalize=vec_normalize, env_id=env_id, **kwargs)

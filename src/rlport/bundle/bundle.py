@@ -1,0 +1,219 @@
+"""The :class:`Bundle`: one portable, pickle-free policy file (docs/FORMAT.md).
+
+Example:
+    >>> bundle = Bundle.load("cartpole.rlp")          # doctest: +SKIP
+    >>> bundle.save("copy.rlp")                       # doctest: +SKIP
+    >>> action, _ = bundle.policy().predict(obs)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlport.bundle import safetensors
+from rlport.bundle.container import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    read_container,
+    sha256,
+    write_container,
+)
+from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, parse_json
+from rlport.bundle.spaces import SpaceSpec, space_from_json
+from rlport.errors import BundleError, FormatVersionError, IntegrityError, RlportError
+from rlport.graph.graph import Graph
+
+__all__ = ["Bundle", "WEIGHTS", "PROBES"]
+
+WEIGHTS = "weights.safetensors"
+PROBES = "probes.safetensors"
+
+
+@dataclass
+class Bundle:
+    """Everything needed to act with a trained policy.
+
+    Attributes:
+        observation_space: what the policy observes (before pre-processing).
+        action_space: the final action's space.
+        graph: the policy graph (pre-processing, network, post-processing).
+        tensors: every tensor the graph names (and, optionally, the rest of the source model).
+        env: the environment spec.
+        provenance: where and how the policy was made.
+        source: importer data to rebuild the source model (never read by runtimes).
+        probes: parity probes (observations and the source's actions), or ``None``.
+        probe_info: summary of ``probes``.
+    """
+
+    observation_space: SpaceSpec
+    action_space: SpaceSpec
+    graph: Graph
+    tensors: dict[str, np.ndarray]
+    env: EnvSpec = field(default_factory=EnvSpec)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, np.ndarray] | None = None
+    probe_info: ProbeInfo | None = None
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def _members(self) -> dict[str, bytes]:
+        members = {WEIGHTS: safetensors.dumps(self.tensors)}
+        if self.probes is not None:
+            members[PROBES] = safetensors.dumps(self.probes)
+        return members
+
+    def manifest(self, members: dict[str, bytes] | None = None) -> dict[str, Any]:
+        """The manifest as a JSON-able dict."""
+        members = self._members() if members is None else members
+        return {
+            "format": "rlport-bundle",
+            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+            "observation_space": self.observation_space.to_json(),
+            "action_space": self.action_space.to_json(),
+            "graph": self.graph.to_json(),
+            "env": self.env.to_json(),
+            "provenance": dict(self.provenance),
+            "probes": self.probe_info.to_json() if self.probe_info else None,
+            "source": dict(self.source),
+            "members": {name: {"sha256": sha256(data), "size": len(data)} for name, data in members.items()},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Validate, then write the bundle to ``path`` atomically; the same bundle gives the same bytes."""
+        self.validate()
+        members = self._members()
+        write_container(path, canonical_json(self.manifest(members)), members)
+        return Path(path)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Bundle:
+        """Read and fully validate a bundle; raise a subclass of :class:`RlportError` on any fault."""
+        what = str(path)
+        manifest_bytes, members, version = read_container(path)
+        manifest = parse_json(manifest_bytes, f"{what}: manifest.json")
+        if not isinstance(manifest, dict) or manifest.get("format") != "rlport-bundle":
+            raise BundleError(f"{what}: manifest.json does not describe an rlport bundle")
+        _check_version(manifest.get("format_version"), version, what)
+        _check_members(manifest.get("members"), members, what)
+        if "encodings" in manifest:
+            raise FormatVersionError(
+                f"{what}: uses quantised tensor encodings (format 1.1); upgrade rlport (pip install -U rlport)"
+            )
+        try:
+            bundle = cls._from_manifest(manifest, members, what)
+            bundle.validate()
+        except BundleError:
+            raise
+        except RlportError as exc:
+            raise type(exc)(f"{what}: {exc}") from exc
+        return bundle
+
+    @classmethod
+    def _from_manifest(cls, manifest: dict, members: dict[str, bytes], what: str) -> Bundle:
+        for key in ("observation_space", "action_space", "graph", "env"):
+            if key not in manifest:
+                raise BundleError(f"{what}: manifest.json lacks the required field {key!r}")
+        if WEIGHTS not in members:
+            raise BundleError(f"{what}: the bundle has no {WEIGHTS} member")
+        tensors, _ = safetensors.loads(members[WEIGHTS], what=f"{what}: {WEIGHTS}")
+        probes = None
+        if PROBES in members:
+            probes, _ = safetensors.loads(members[PROBES], what=f"{what}: {PROBES}")
+        probe_info = ProbeInfo.from_json(manifest["probes"]) if manifest.get("probes") else None
+        for key in ("provenance", "source"):
+            if not isinstance(manifest.get(key, {}), dict):
+                raise BundleError(f"{what}: manifest field {key!r} must be an object")
+        return cls(
+            observation_space=space_from_json(manifest["observation_space"]),
+            action_space=space_from_json(manifest["action_space"]),
+            graph=Graph.from_json(manifest["graph"]),
+            tensors=tensors,
+            env=EnvSpec.from_json(manifest["env"]),
+            provenance=manifest.get("provenance", {}),
+            source=manifest.get("source", {}),
+            probes=probes,
+            probe_info=probe_info,
+        )
+
+    # ---- use ----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the graph against the tensors and dry-run it on a dummy batch."""
+        self.graph.validate({name: array.ndim for name, array in self.tensors.items()})
+        self.policy()
+
+    def policy(self, seed: int | None = None):
+        """A :class:`~rlport.runtimes.numpy_runtime.NumpyPolicy` acting with this bundle."""
+        from rlport.runtimes.numpy_runtime import NumpyPolicy
+
+        return NumpyPolicy(self, seed=seed)
+
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-able description (what ``rlport inspect`` shows)."""
+        counts: dict[str, int] = {}
+        for node in self.graph.nodes():
+            counts[node.op] = counts.get(node.op, 0) + 1
+        graph_names = {name for node in self.graph.nodes() for name in node.params.values()}
+        return {
+            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+            "observation_space": self.observation_space.to_json(),
+            "action_space": self.action_space.to_json(),
+            "env": self.env.to_json(),
+            "provenance": dict(self.provenance),
+            "graph": {
+                stage: [node.op for node in getattr(self.graph, stage)]
+                for stage in ("preprocess", "policy", "postprocess")
+            },
+            "ops": counts,
+            "parameters": int(sum(self.tensors[n].size for n in graph_names)),
+            "tensors": len(self.tensors),
+            "includes_critic": bool(self.source.get("includes_critic", False)),
+            "probes": self.probe_info.to_json() if self.probe_info else None,
+            "recurrent": bool(self.graph.inputs_with_role("state")),
+        }
+
+
+def _check_version(declared: Any, from_comment: tuple[int, int], what: str) -> None:
+    if not isinstance(declared, str) or declared.count(".") != 1:
+        raise BundleError(f"{what}: format_version must be 'major.minor', found {declared!r}")
+    try:
+        major, minor = (int(part) for part in declared.split("."))
+    except ValueError:
+        raise BundleError(f"{what}: format_version must be 'major.minor', found {declared!r}") from None
+    if major > FORMAT_MAJOR:
+        raise FormatVersionError(
+            f"{what}: written in bundle format {declared}; this rlport reads {FORMAT_MAJOR}.x. "
+            "Upgrade rlport (pip install -U rlport)"
+        )
+    if (major, minor) != from_comment:
+        raise BundleError(
+            f"{what}: manifest says format {declared} but the archive comment says "
+            f"{from_comment[0]}.{from_comment[1]}; the bundle is corrupt"
+        )
+
+
+def _check_members(listed: Any, members: dict[str, bytes], what: str) -> None:
+    if not isinstance(listed, dict):
+        raise BundleError(f"{what}: manifest.json lacks a 'members' object")
+    if set(listed) != set(members):
+        raise BundleError(
+            f"{what}: members listed in the manifest {sorted(listed)} differ from those in the "
+            f"archive {sorted(members)}"
+        )
+    for name, data in members.items():
+        entry = listed[name]
+        if not isinstance(entry, dict) or "sha256" not in entry or "size" not in entry:
+            raise BundleError(f"{what}: manifest entry for {name!r} needs 'sha256' and 'size'")
+        if entry["size"] != len(data) or entry["sha256"] != sha256(data):
+            raise IntegrityError(
+                f"{what}: member {name!r} does not match its recorded digest; the bundle was "
+                "modified or damaged after it was written. Re-export it or copy it again"
+            )

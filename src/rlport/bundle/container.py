@@ -1,0 +1,154 @@
+"""The bundle's ZIP container: deterministic, atomic writing and a reader that trusts nothing.
+
+See docs/FORMAT.md section 1. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+from rlport.errors import BundleError, FormatVersionError, IntegrityError
+
+__all__ = [
+    "FORMAT_MAJOR",
+    "FORMAT_MINOR",
+    "MANIFEST",
+    "write_container",
+    "read_container",
+    "sha256",
+]
+
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+MANIFEST = "manifest.json"
+MAX_MEMBERS = 64
+MAX_MANIFEST_SIZE = 16 * 1024 * 1024
+_COMMENT = re.compile(rb"^rlport-bundle (\d+)\.(\d+) sha256:([0-9a-f]{64})$")
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or re.match(r"^[A-Za-z]:", name)
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise BundleError(f"member name {name!r} is not a safe relative path; the bundle is hostile or corrupt")
+
+
+def write_container(path: str | os.PathLike, manifest: bytes, members: dict[str, bytes]) -> None:
+    """Write ``manifest.json`` then ``members`` (in the given order) to ``path`` atomically.
+
+    The archive comment carries the magic, the format version and the manifest digest. The
+    file appears at ``path`` only once complete: a crash leaves any previous file untouched.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in [(MANIFEST, manifest), *members.items()]:
+            _check_name(name)
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3
+            info.external_attr = 0o100644 << 16
+            archive.writestr(info, data)
+        archive.comment = f"rlport-bundle {FORMAT_MAJOR}.{FORMAT_MINOR} sha256:{sha256(manifest)}".encode()
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open(data: bytes, what: str) -> zipfile.ZipFile:
+    if len(data) < 22:
+        raise BundleError(f"{what}: {len(data)} bytes is too short to be an rlport bundle (truncated?)")
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+        raise BundleError(
+            f"{what}: not a readable rlport bundle (a ZIP archive was expected: {exc}); "
+            "the file is truncated, corrupt or of another kind"
+        ) from exc
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> bytes:
+    try:
+        return archive.read(info)
+    except zipfile.BadZipFile as exc:
+        raise IntegrityError(f"{what}: member {info.filename!r} is damaged ({exc}); get a fresh copy") from exc
+    except (ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise BundleError(f"{what}: member {info.filename!r} cannot be read ({exc})") from exc
+
+
+def read_container(path: str | os.PathLike) -> tuple[bytes, dict[str, bytes], tuple[int, int]]:
+    """Read and check a bundle's container.
+
+    Returns:
+        The manifest bytes (digest verified), the other members' bytes by name (not yet
+        verified against the manifest: the caller does that once the manifest is parsed) and
+        the format version from the archive comment.
+    """
+    what = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {what}: {exc.strerror or exc}") from exc
+    archive = _open(data, what)
+    match = _COMMENT.match(archive.comment)
+    if not match:
+        raise BundleError(
+            f"{what}: not an rlport bundle (its ZIP comment {archive.comment[:40]!r} lacks the "
+            "'rlport-bundle' magic). To convert an SB3 .zip, use `rlport import` instead"
+        )
+    version = (int(match.group(1)), int(match.group(2)))
+    if version[0] > FORMAT_MAJOR:
+        raise FormatVersionError(
+            f"{what}: written in bundle format {version[0]}.{version[1]}; this rlport reads format "
+            f"{FORMAT_MAJOR}.x. Upgrade rlport (pip install -U rlport)"
+        )
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise BundleError(f"{what}: {len(infos)} members is more than the limit of {MAX_MEMBERS}")
+    names = [info.filename for info in infos]
+    if len(set(names)) != len(names):
+        raise BundleError(f"{what}: duplicate member names {sorted({n for n in names if names.count(n) > 1})}")
+    if not names or names[0] != MANIFEST:
+        raise BundleError(f"{what}: the first member must be {MANIFEST!r}, found {names[:1]}")
+    members: dict[str, bytes] = {}
+    for info in infos:
+        _check_name(info.filename)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise BundleError(f"{what}: member {info.filename!r} is compressed; bundle members must be stored")
+        limit = MAX_MANIFEST_SIZE if info.filename == MANIFEST else len(data)
+        if info.file_size > limit:
+            raise BundleError(
+                f"{what}: member {info.filename!r} claims {info.file_size} bytes, over the limit of {limit}"
+            )
+        members[info.filename] = _read_member(archive, info, what)
+    manifest = members.pop(MANIFEST)
+    if sha256(manifest) != match.group(3).decode():
+        raise IntegrityError(
+            f"{what}: manifest.json does not match the digest in the archive comment; the bundle "
+            "was modified or damaged after it was written"
+        )
+    return manifest, members, version

@@ -1,0 +1,121 @@
+"""Manifest pieces other than spaces and the graph: env spec, probes summary, canonical JSON.
+
+See docs/FORMAT.md sections 2, 6 and 7.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlport.errors import BundleError
+
+__all__ = ["WrapperSpec", "EnvSpec", "ProbeInfo", "canonical_json", "parse_json", "KNOWN_WRAPPERS"]
+
+KNOWN_WRAPPERS = ("time_limit", "time_feature", "frame_stack")
+
+
+def canonical_json(data: Any) -> bytes:
+    """The one byte form of a JSON value rlport writes (sorted keys, compact, ASCII, newline)."""
+    try:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"the manifest holds a value JSON cannot represent: {exc}") from exc
+    return (text + "\n").encode("ascii")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in a manifest")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
+    return dict(pairs)
+
+
+def parse_json(data: bytes, what: str) -> Any:
+    """Parse strict JSON (no NaN/Infinity, no duplicate keys) or raise :class:`BundleError`."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BundleError(f"{what} is not valid JSON ({exc}); the bundle is corrupt") from exc
+
+
+@dataclass(frozen=True)
+class WrapperSpec:
+    """One declarative env wrapper, applied innermost first."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> WrapperSpec:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise BundleError(f"an env wrapper must be an object with a 'name', found {data!r}")
+        kwargs = data.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise BundleError(f"wrapper {data['name']!r}: 'kwargs' must be an object")
+        return cls(data["name"], kwargs)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The environment a policy acts in: a gymnasium id, its kwargs and wrappers."""
+
+    id: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    wrappers: tuple[WrapperSpec, ...] = ()
+    max_episode_steps: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "kwargs": dict(self.kwargs),
+            "wrappers": [w.to_json() for w in self.wrappers],
+            "max_episode_steps": self.max_episode_steps,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> EnvSpec:
+        if not isinstance(data, dict):
+            raise BundleError(f"'env' must be an object, found {type(data).__name__}")
+        env_id = data.get("id")
+        kwargs = data.get("kwargs", {})
+        wrappers = data.get("wrappers", [])
+        steps = data.get("max_episode_steps")
+        if env_id is not None and not isinstance(env_id, str):
+            raise BundleError(f"env id must be a string or null, found {env_id!r}")
+        if not isinstance(kwargs, dict) or not isinstance(wrappers, list):
+            raise BundleError("env 'kwargs' must be an object and 'wrappers' a list")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
+            raise BundleError(f"env max_episode_steps must be a positive integer or null, found {steps!r}")
+        return cls(env_id, kwargs, tuple(WrapperSpec.from_json(w) for w in wrappers), steps)
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """Summary of ``probes.safetensors``: how many probes, whether they are one stream, whence."""
+
+    count: int
+    sequential: bool
+    source: str
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "sequential": self.sequential, "source": self.source}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ProbeInfo:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("count"), int)
+            or not isinstance(data.get("sequential"), bool)
+            or not isinstance(data.get("source"), str)
+        ):
+            raise BundleError(f"'probes' must be {{count: int, sequential: bool, source: str}}, found {data!r}")
+        return cls(data["count"], data["sequential"], data["source"])

@@ -1,0 +1,394 @@
+"""Observation and action space specs: small, validated, JSON round-trippable.
+
+They mirror gymnasium's spaces without importing gymnasium (see ``docs/FORMAT.md`` section 3).
+
+Example:
+    >>> spec = BoxSpec.create(low=-1.0, high=1.0, shape=(2,))
+    >>> space_from_json(spec.to_json()) == spec
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import singledispatch
+from typing import Any
+
+import numpy as np
+
+from rlport.errors import ObservationError, SpaceError
+
+__all__ = [
+    "BoxSpec",
+    "DiscreteSpec",
+    "MultiDiscreteSpec",
+    "MultiBinarySpec",
+    "DictSpec",
+    "SpaceSpec",
+    "space_from_json",
+    "is_image",
+    "batch_observation",
+    "leaves",
+    "dummy_observation",
+]
+
+
+def _encode_number(value: float | int) -> float | int | str:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    if math.isnan(value):
+        raise SpaceError("space bounds must not be NaN")
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _decode_number(value: Any, what: str) -> float | int:
+    if value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpaceError(f"{what}: expected a number or 'inf'/'-inf', found {value!r}")
+    return value
+
+
+def _encode_bounds(array: np.ndarray) -> Any:
+    flat = array.reshape(-1)
+    if flat.size > 0 and np.all(flat == flat[0]):
+        return _encode_number(flat[0].item())
+    return [_encode_number(v) for v in flat.tolist()]
+
+
+def _decode_bounds(value: Any, shape: tuple[int, ...], dtype: np.dtype, what: str) -> np.ndarray:
+    size = math.prod(shape)
+    if isinstance(value, list):
+        if len(value) != size:
+            raise SpaceError(f"{what}: expected {size} bounds for shape {shape}, found {len(value)}")
+        numbers = [_decode_number(v, what) for v in value]
+        return np.array(numbers, dtype=np.float64).astype(dtype).reshape(shape)
+    return np.full(shape, _decode_number(value, what), dtype=np.float64).astype(dtype)
+
+
+def _int_list(value: Any, what: str, minimum: int | None = None) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        raise SpaceError(f"{what}: expected a list of integers, found {value!r}")
+    if minimum is not None and any(v < minimum for v in value):
+        raise SpaceError(f"{what}: every value must be >= {minimum}, found {list(value)}")
+    return tuple(int(v) for v in value)
+
+
+def _require(data: dict, key: str, kind: str) -> Any:
+    if key not in data:
+        raise SpaceError(f"{kind} space: missing field '{key}'")
+    return data[key]
+
+
+@dataclass(frozen=True, eq=False)
+class BoxSpec:
+    """A box of per-element bounds (gymnasium ``Box``)."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    low: np.ndarray
+    high: np.ndarray
+
+    def __post_init__(self) -> None:
+        _int_list(self.shape, "box shape", minimum=0)
+        try:
+            np.dtype(self.dtype)
+        except TypeError as exc:
+            raise SpaceError(f"box dtype {self.dtype!r} is not a numpy dtype") from exc
+        for name, bound in (("low", self.low), ("high", self.high)):
+            if bound.shape != tuple(self.shape):
+                raise SpaceError(f"box {name} has shape {bound.shape}, expected {self.shape}")
+        if np.any(np.isnan(self.low)) or np.any(np.isnan(self.high)):
+            raise SpaceError("box bounds must not be NaN")
+
+    @classmethod
+    def create(cls, low: Any, high: Any, shape: tuple[int, ...], dtype: str = "float32"):
+        """Build from scalar or array bounds, broadcast to ``shape``."""
+        np_dtype = np.dtype(dtype)
+        low_a = np.broadcast_to(np.asarray(low, dtype=np_dtype), shape).copy()
+        high_a = np.broadcast_to(np.asarray(high, dtype=np_dtype), shape).copy()
+        return cls(tuple(shape), np_dtype.name, low_a, high_a)
+
+    def to_json(self) -> dict:
+        return {
+            "type": "box",
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "low": _encode_bounds(self.low),
+            "high": _encode_bounds(self.high),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BoxSpec:
+        shape = _int_list(_require(data, "shape", "box"), "box shape", minimum=0)
+        dtype_name = _require(data, "dtype", "box")
+        try:
+            dtype = np.dtype(dtype_name)
+        except TypeError as exc:
+            raise SpaceError(f"box dtype {dtype_name!r} is not a numpy dtype") from exc
+        low = _decode_bounds(_require(data, "low", "box"), shape, dtype, "box low")
+        high = _decode_bounds(_require(data, "high", "box"), shape, dtype, "box high")
+        return cls(shape, dtype.name, low, high)
+
+    def __repr__(self) -> str:
+        return f"BoxSpec(shape={self.shape}, dtype={self.dtype!r})"
+
+
+@dataclass(frozen=True)
+class DiscreteSpec:
+    """One integer in ``start .. start + n - 1`` (gymnasium ``Discrete``)."""
+
+    n: int
+    start: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n <= 0:
+            raise SpaceError(f"discrete n must be a positive integer, found {self.n!r}")
+        if isinstance(self.start, bool) or not isinstance(self.start, int):
+            raise SpaceError(f"discrete start must be an integer, found {self.start!r}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return ()
+
+    def to_json(self) -> dict:
+        return {"type": "discrete", "n": self.n, "start": self.start}
+
+    @classmethod
+    def from_json(cls, data: dict) -> DiscreteSpec:
+        return cls(_require(data, "n", "discrete"), data.get("start", 0))
+
+
+@dataclass(frozen=True)
+class MultiDiscreteSpec:
+    """A vector of independent discrete values (gymnasium ``MultiDiscrete``)."""
+
+    nvec: tuple[int, ...]
+    shape: tuple[int, ...]
+    start: tuple[int, ...]
+    dtype: str = "int64"
+
+    def __post_init__(self) -> None:
+        _int_list(self.nvec, "multi_discrete nvec", minimum=1)
+        _int_list(self.shape, "multi_discrete shape", minimum=0)
+        if math.prod(self.shape) != len(self.nvec) or len(self.start) != len(self.nvec):
+            raise SpaceError(
+                f"multi_discrete: shape {self.shape}, nvec of {len(self.nvec)} and start of "
+                f"{len(self.start)} values do not agree"
+            )
+
+    def to_json(self) -> dict:
+        return {
+            "type": "multi_discrete",
+            "nvec": list(self.nvec),
+            "shape": list(self.shape),
+            "start": list(self.start),
+            "dtype": self.dtype,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> MultiDiscreteSpec:
+        nvec = _int_list(_require(data, "nvec", "multi_discrete"), "multi_discrete nvec", 1)
+        shape = _int_list(data.get("shape", [len(nvec)]), "multi_discrete shape", 0)
+        start = _int_list(data.get("start", [0] * len(nvec)), "multi_discrete start")
+        return cls(nvec, shape, start, data.get("dtype", "int64"))
+
+
+@dataclass(frozen=True)
+class MultiBinarySpec:
+    """A binary array of ``shape`` (gymnasium ``MultiBinary``)."""
+
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        _int_list(self.shape, "multi_binary shape", minimum=1)
+
+    def to_json(self) -> dict:
+        return {"type": "multi_binary", "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> MultiBinarySpec:
+        shape = _int_list(_require(data, "shape", "multi_binary"), "multi_binary shape", 1)
+        return cls(shape)
+
+
+@dataclass(frozen=True)
+class DictSpec:
+    """Named sub-spaces in a fixed order (gymnasium ``Dict``)."""
+
+    spaces: tuple[tuple[str, SpaceSpec], ...]
+
+    def __post_init__(self) -> None:
+        keys = [key for key, _ in self.spaces]
+        if not all(isinstance(k, str) and k for k in keys):
+            raise SpaceError(f"dict space keys must be non-empty strings, found {keys}")
+        if len(set(keys)) != len(keys):
+            raise SpaceError(f"dict space has duplicate keys: {keys}")
+
+    def __getitem__(self, key: str) -> SpaceSpec:
+        for name, space in self.spaces:
+            if name == key:
+                return space
+        raise SpaceError(f"dict space has no key {key!r} (keys: {[k for k, _ in self.spaces]})")
+
+    def to_json(self) -> dict:
+        return {
+            "type": "dict",
+            "spaces": [{"key": key, "space": space.to_json()} for key, space in self.spaces],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> DictSpec:
+        entries = _require(data, "spaces", "dict")
+        if not isinstance(entries, list):
+            raise SpaceError(f"dict space: 'spaces' must be a list, found {type(entries).__name__}")
+        pairs = []
+        for entry in entries:
+            if not isinstance(entry, dict) or "key" not in entry or "space" not in entry:
+                raise SpaceError(f"dict space: each entry needs 'key' and 'space', found {entry!r}")
+            pairs.append((entry["key"], space_from_json(entry["space"])))
+        return cls(tuple(pairs))
+
+
+SpaceSpec = BoxSpec | DiscreteSpec | MultiDiscreteSpec | MultiBinarySpec | DictSpec
+
+_BY_TYPE = {
+    "box": BoxSpec,
+    "discrete": DiscreteSpec,
+    "multi_discrete": MultiDiscreteSpec,
+    "multi_binary": MultiBinarySpec,
+    "dict": DictSpec,
+}
+
+
+def space_from_json(data: Any) -> SpaceSpec:
+    """Read a space spec written by ``to_json``; raise :class:`SpaceError` on anything else."""
+    if not isinstance(data, dict):
+        raise SpaceError(f"a space must be a JSON object, found {type(data).__name__}")
+    kind = data.get("type")
+    if kind not in _BY_TYPE:
+        raise SpaceError(f"unknown space type {kind!r}; known: {', '.join(_BY_TYPE)}")
+    return _BY_TYPE[kind].from_json(data)
+
+
+def is_image(space: SpaceSpec) -> bool:
+    """SB3's image test: a 3-d uint8 box bounded by 0 and 255."""
+    return (
+        isinstance(space, BoxSpec)
+        and len(space.shape) == 3
+        and space.dtype == "uint8"
+        and bool(np.all(space.low == 0))
+        and bool(np.all(space.high == 255))
+    )
+
+
+def leaves(space: SpaceSpec, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], SpaceSpec]]:
+    """The non-dict sub-spaces of ``space`` with their key paths, in order."""
+    if isinstance(space, DictSpec):
+        out = []
+        for key, sub in space.spaces:
+            out.extend(leaves(sub, (*prefix, key)))
+        return out
+    return [(prefix, space)]
+
+
+def _maybe_transpose(obs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Accept channel-last images for a channel-first image space (SB3's ``maybe_transpose``)."""
+    if obs.shape == shape or obs.shape[1:] == shape:
+        return obs
+    if obs.ndim == 3:
+        transposed = np.transpose(obs, (2, 0, 1))
+    elif obs.ndim == 4:
+        transposed = np.transpose(obs, (0, 3, 1, 2))
+    else:
+        return obs
+    if transposed.shape == shape or transposed.shape[1:] == shape:
+        return transposed
+    return obs
+
+
+@singledispatch
+def _item_shape(space) -> tuple[int, ...]:
+    raise SpaceError(f"no observation layout for {type(space).__name__}")
+
+
+@_item_shape.register
+def _(space: BoxSpec) -> tuple[int, ...]:
+    return space.shape
+
+
+@_item_shape.register
+def _(space: DiscreteSpec) -> tuple[int, ...]:
+    return ()
+
+
+@_item_shape.register
+def _(space: MultiDiscreteSpec) -> tuple[int, ...]:
+    return (len(space.nvec),)
+
+
+@_item_shape.register
+def _(space: MultiBinarySpec) -> tuple[int, ...]:
+    return space.shape
+
+
+def batch_observation(obs: Any, space: SpaceSpec, what: str = "observation") -> tuple[np.ndarray, bool]:
+    """Give a leaf observation a batch axis, as SB3's ``obs_to_tensor`` does.
+
+    Returns:
+        The observation shaped ``(batch, *item_shape)`` and whether it already had a batch axis.
+    """
+    array = np.asarray(obs)
+    if array.dtype == object:
+        raise ObservationError(f"{what}: expected a numeric array, found {type(obs).__name__}")
+    if is_image(space):
+        array = _maybe_transpose(array, space.shape)
+    shape = _item_shape(space)
+    if array.shape == shape:
+        return array.reshape((1, *shape)), False
+    if array.shape[1:] == shape and array.ndim == len(shape) + 1:
+        return array, True
+    raise ObservationError(
+        f"{what}: shape {array.shape} does not fit the policy's space (expected {shape} for one "
+        f"observation or (batch, *{shape}) for a batch)"
+    )
+
+
+@singledispatch
+def dummy_observation(space, batch: int) -> Any:
+    """A valid observation batch (zeros, moved inside the bounds) for dry runs."""
+    raise SpaceError(f"no dummy observation for {type(space).__name__}")
+
+
+@dummy_observation.register
+def _(space: BoxSpec, batch: int) -> np.ndarray:
+    low = np.where(np.isfinite(space.low), space.low, 0)
+    high = np.where(np.isfinite(space.high), space.high, 0)
+    zeros = np.minimum(np.maximum(np.zeros(space.shape), low), high)
+    return np.broadcast_to(zeros.astype(space.dtype), (batch, *space.shape)).copy()
+
+
+@dummy_observation.register
+def _(space: DiscreteSpec, batch: int) -> np.ndarray:
+    return np.zeros(batch, dtype=np.int64)
+
+
+@dummy_observation.register
+def _(space: MultiDiscreteSpec, batch: int) -> np.ndarray:
+    return np.zeros((batch, len(space.nvec)), dtype=np.int64)
+
+
+@dummy_observation.register
+def _(space: MultiBinarySpec, batch: int) -> np.ndarray:
+    return np.zeros((batch, *space.shape), dtype=np.int8)
+
+
+@dummy_observation.register
+def _(space: DictSpec, batch: int) -> dict:
+    return {key: dummy_observation(sub, batch) for key, sub in space.spaces}

@@ -1,0 +1,72 @@
+"""The exceptions rlport raises. Every one derives from :class:`RlportError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "RlportError",
+    "BundleError",
+    "FormatVersionError",
+    "IntegrityError",
+    "GraphError",
+    "UnsupportedError",
+    "SpaceError",
+    "ObservationError",
+    "MissingDependencyError",
+    "EnvError",
+]
+
+
+class RlportError(Exception):
+    """Root of every error rlport raises on purpose."""
+
+
+class BundleError(RlportError):
+    """A bundle (or a member of it) is malformed, truncated or not a bundle at all."""
+
+
+class FormatVersionError(BundleError):
+    """The bundle was written by a newer, incompatible format version."""
+
+
+class IntegrityError(BundleError):
+    """A member's bytes do not match the digest recorded for it."""
+
+
+class GraphError(RlportError):
+    """A policy graph is inconsistent: an unknown op, a missing tensor, a wrong shape."""
+
+
+class UnsupportedError(RlportError):
+    """The source model uses something rlport cannot express (yet)."""
+
+
+class SpaceError(RlportError):
+    """A space description is invalid or does not match what it is compared with."""
+
+
+class ObservationError(RlportError):
+    """An observation passed to ``predict`` does not fit the policy's observation space."""
+
+
+class MissingDependencyError(RlportError, ImportError):
+    """An optional dependency is needed for this feature; the message names the extra."""
+
+
+class EnvError(RlportError):
+    """The environment recorded in a bundle cannot be created here."""
+
+
+def require(module: str, extra: str, feature: str):
+    """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra.
+
+    Example:
+        >>> np = require("numpy", "base", "the runtime")
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{feature} needs the '{module}' package; install it with pip install \"rlport[{extra}]\""
+        ) from exc

@@ -1,0 +1,240 @@
+"""The policy graph: typed ops over named values, in three stages (docs/FORMAT.md section 4).
+
+Example:
+    >>> g = Graph(
+    ...     inputs=(GraphInput("obs", "observation"),),
+    ...     policy=(Node("linear", ("obs",), ("y",), params={"weight": "w"}),),
+    ...     output="y",
+    ... )
+    >>> Graph.from_json(g.to_json()) == g
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlport.errors import GraphError
+from rlport.graph.schema import REQUIRED, op_schema
+
+__all__ = ["Node", "GraphInput", "Graph", "ROLES", "STAGES"]
+
+ROLES = ("observation", "state", "episode_start", "action_mask")
+STAGES = ("preprocess", "policy", "postprocess")
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise GraphError(f"{what}: expected a list of non-empty names, found {value!r}")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op application: ``outputs = op(*inputs, **params, **attrs)``."""
+
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: Mapping[str, str] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"op": self.op, "inputs": list(self.inputs), "outputs": list(self.outputs)}
+        if self.params:
+            data["params"] = dict(self.params)
+        if self.attrs:
+            data["attrs"] = dict(self.attrs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Node:
+        if not isinstance(data, dict) or not isinstance(data.get("op"), str):
+            raise GraphError(f"a graph node must be an object with an 'op' name, found {data!r}")
+        what = f"node {data['op']!r}"
+        params = data.get("params", {})
+        attrs = data.get("attrs", {})
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise GraphError(f"{what}: 'params' must map roles to tensor names, found {params!r}")
+        if not isinstance(attrs, dict):
+            raise GraphError(f"{what}: 'attrs' must be an object, found {attrs!r}")
+        return cls(
+            data["op"],
+            _names(data.get("inputs"), f"{what} inputs"),
+            _names(data.get("outputs"), f"{what} outputs"),
+            params,
+            attrs,
+        )
+
+    def resolved_attrs(self) -> dict[str, Any]:
+        """The node's attributes with the schema's defaults filled in."""
+        schema = op_schema(self.op)
+        unknown = set(self.attrs) - set(schema.attrs)
+        if unknown:
+            raise GraphError(
+                f"op {self.op!r} has no attribute(s) {sorted(unknown)}; it takes: {sorted(schema.attrs) or 'none'}"
+            )
+        merged = {**schema.attrs, **self.attrs}
+        missing = [k for k, v in merged.items() if v is REQUIRED]
+        if missing:
+            raise GraphError(f"op {self.op!r} needs attribute(s) {missing}")
+        return merged
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """A value the caller provides: an observation leaf, a recurrent state, a flag or a mask."""
+
+    name: str
+    role: str
+    key: tuple[str, ...] | None = None
+    shape: tuple[int, ...] | None = None
+    batch_axis: int = 0
+    output: str | None = None
+    dtype: str = "float32"
+    size: int | None = None
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"name": self.name, "role": self.role}
+        if self.role == "observation":
+            data["key"] = list(self.key) if self.key is not None else None
+        elif self.role == "state":
+            data.update(
+                shape=list(self.shape or ()),
+                batch_axis=self.batch_axis,
+                output=self.output,
+                dtype=self.dtype,
+            )
+        elif self.role == "action_mask":
+            data["size"] = self.size
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> GraphInput:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise GraphError(f"a graph input must be an object with a 'name', found {data!r}")
+        role = data.get("role")
+        if role not in ROLES:
+            raise GraphError(f"graph input {data['name']!r}: unknown role {role!r}; known: {ROLES}")
+        key = data.get("key")
+        if key is not None:
+            key = _names(key, f"graph input {data['name']!r} key")
+        if role == "state":
+            shape = data.get("shape")
+            if not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+                raise GraphError(f"state input {data['name']!r}: bad shape {shape!r}")
+            if not isinstance(data.get("output"), str):
+                raise GraphError(f"state input {data['name']!r} must name its 'output' value")
+            batch_axis = data.get("batch_axis", 0)
+            if not isinstance(batch_axis, int) or not 0 <= batch_axis <= len(shape):
+                raise GraphError(f"state input {data['name']!r}: bad batch_axis {batch_axis!r}")
+            return cls(data["name"], role, None, tuple(shape), batch_axis, data["output"], data.get("dtype", "float32"))
+        if role == "action_mask":
+            size = data.get("size")
+            if not isinstance(size, int) or size <= 0:
+                raise GraphError(f"action_mask input {data['name']!r}: bad size {size!r}")
+            return cls(data["name"], role, size=size)
+        return cls(data["name"], role, key)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Inputs, three node lists run in order, and the name of the action value."""
+
+    inputs: tuple[GraphInput, ...]
+    output: str
+    preprocess: tuple[Node, ...] = ()
+    policy: tuple[Node, ...] = ()
+    postprocess: tuple[Node, ...] = ()
+
+    def nodes(self) -> Iterator[Node]:
+        """All nodes in execution order."""
+        yield from self.preprocess
+        yield from self.policy
+        yield from self.postprocess
+
+    def inputs_with_role(self, role: str) -> list[GraphInput]:
+        return [i for i in self.inputs if i.role == role]
+
+    def to_json(self) -> dict:
+        data: dict[str, Any] = {"inputs": [i.to_json() for i in self.inputs], "output": self.output}
+        for stage in STAGES:
+            data[stage] = [n.to_json() for n in getattr(self, stage)]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Graph:
+        if not isinstance(data, dict):
+            raise GraphError(f"the graph must be a JSON object, found {type(data).__name__}")
+        inputs = data.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            raise GraphError("the graph needs a non-empty 'inputs' list")
+        if not isinstance(data.get("output"), str):
+            raise GraphError("the graph needs an 'output' value name")
+        stages = {}
+        for stage in STAGES:
+            nodes = data.get(stage, [])
+            if not isinstance(nodes, list):
+                raise GraphError(f"graph '{stage}' must be a list of nodes")
+            stages[stage] = tuple(Node.from_json(n) for n in nodes)
+        return cls(tuple(GraphInput.from_json(i) for i in inputs), data["output"], **stages)
+
+    def validate(self, tensor_ranks: Mapping[str, int]) -> None:
+        """Check names, ops, arity, attributes and parameter ranks; raise :class:`GraphError`.
+
+        Args:
+            tensor_ranks: the rank of every tensor the bundle holds, by name.
+        """
+        defined: set[str] = set()
+        for graph_input in self.inputs:
+            if graph_input.name in defined:
+                raise GraphError(f"graph input {graph_input.name!r} is defined twice")
+            defined.add(graph_input.name)
+        for role in ("episode_start", "action_mask"):
+            if len(self.inputs_with_role(role)) > 1:
+                raise GraphError(f"the graph has more than one {role!r} input")
+        if not self.inputs_with_role("observation"):
+            raise GraphError("the graph has no observation input")
+        for index, node in enumerate(self.nodes()):
+            self._validate_node(index, node, defined, tensor_ranks)
+        if self.output not in defined:
+            raise GraphError(f"the graph's output {self.output!r} is never computed")
+        for state in self.inputs_with_role("state"):
+            if state.output not in defined:
+                raise GraphError(f"state {state.name!r}: its output {state.output!r} is never computed")
+
+    @staticmethod
+    def _validate_node(index: int, node: Node, defined: set[str], ranks: Mapping[str, int]) -> None:
+        where = f"node {index} ({node.op})"
+        schema = op_schema(node.op)
+        low, high = schema.inputs
+        if not low <= len(node.inputs) <= high:
+            raise GraphError(f"{where}: takes {low}..{high} inputs, found {len(node.inputs)}")
+        if len(node.outputs) != schema.outputs:
+            raise GraphError(f"{where}: gives {schema.outputs} outputs, found {len(node.outputs)}")
+        for name in node.inputs:
+            if name not in defined:
+                raise GraphError(f"{where}: input {name!r} is used before it is defined")
+        attrs = node.resolved_attrs()
+        roles = schema.param_roles(attrs)
+        unknown = set(node.params) - set(roles)
+        if unknown:
+            raise GraphError(f"{where}: unknown parameter role(s) {sorted(unknown)}; takes {sorted(roles)}")
+        for role, rank in roles.items():
+            tensor = node.params.get(role)
+            if tensor is None:
+                if role not in schema.optional_params:
+                    raise GraphError(f"{where}: missing parameter {role!r}")
+                continue
+            if tensor not in ranks:
+                raise GraphError(f"{where}: parameter {role!r} names tensor {tensor!r}, which the bundle lacks")
+            if rank is not None and ranks[tensor] != rank:
+                raise GraphError(
+                    f"{where}: parameter {role!r} ({tensor!r}) must have rank {rank}, found {ranks[tensor]}"
+                )
+        for name in node.outputs:
+            if name in defined:
+                raise GraphError(f"{where}: value {name!r} is defined twice")
+            defined.add(name)

@@ -1,0 +1,206 @@
+"""Export a live Stable-Baselines3 / sb3-contrib model to a bundle.
+
+Example:
+    >>> from stable_baselines3 import PPO                                  # doctest: +SKIP
+    >>> model = PPO("MlpPolicy", "CartPole-v1").learn(20_000)              # doctest: +SKIP
+    >>> rlport.from_sb3(model, env_id="CartPole-v1").save("cartpole.rlp")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from rlport.bundle.bundle import Bundle
+from rlport.bundle.manifest import EnvSpec, ProbeInfo
+from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
+from rlport.importers.gym_spaces import spec_from_space
+from rlport.importers.sb3_policies import build_graph, state_dict
+
+__all__ = ["from_sb3", "provenance", "jsonable"]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _created() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def provenance(model: Any) -> dict[str, Any]:
+    """Where, when and with what the model was made (docs/FORMAT.md section 6)."""
+    from rlport import __version__
+
+    return {
+        "framework": "stable-baselines3",
+        "framework_version": _version("stable-baselines3"),
+        "sb3_contrib": _version("sb3-contrib"),
+        "algorithm": type(model).__name__,
+        "policy_class": type(model.policy).__name__,
+        "num_timesteps": int(getattr(model, "num_timesteps", 0)),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": _version("torch"),
+        "gymnasium": _version("gymnasium"),
+        "device": str(getattr(model, "device", "cpu")),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "created": _created(),
+        "exporter": f"rlport {__version__}",
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-able copy: classes become ``"module.Name"``, numpy values plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if np.isfinite(value) else str(value)
+    return repr(value)
+
+
+def _env_id(model: Any) -> str | None:
+    """The gymnasium id of the model's training env, when it has one."""
+    env = getattr(model, "env", None)
+    for sub in getattr(env, "envs", [])[:1]:
+        spec = getattr(getattr(sub, "unwrapped", sub), "spec", None)
+        return getattr(spec, "id", None)
+    return None
+
+
+def _sb3_actions(model: Any, obs: Any, vec_normalize: Any) -> np.ndarray:
+    if vec_normalize is not None:
+        obs = vec_normalize.normalize_obs(obs)
+    action, _ = model.predict(obs, deterministic=True)
+    return np.asarray(action)
+
+
+def _probes(model: Any, vec_normalize: Any, count: int, recurrent: bool) -> dict[str, np.ndarray]:
+    """Observations sampled from the space and SB3's own deterministic actions for them."""
+    space = model.observation_space
+    space.seed(12345)
+    samples = [space.sample() for _ in range(count)]
+    tensors: dict[str, np.ndarray] = {}
+    if isinstance(samples[0], dict):
+        batch = {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+        tensors.update({f"obs.{key}": value for key, value in batch.items()})
+    else:
+        batch = np.stack(samples)
+        tensors["obs"] = batch
+    if not recurrent:
+        tensors["action"] = _sb3_actions(model, batch, vec_normalize).reshape(count, *model.action_space.shape)
+        return tensors
+    starts = np.random.default_rng(0).random(count) < 0.1
+    starts[0] = True
+    state, actions = None, []
+    for i in range(count):
+        step = {k: v[i : i + 1] for k, v in batch.items()} if isinstance(batch, dict) else batch[i : i + 1]
+        if vec_normalize is not None:
+            step = vec_normalize.normalize_obs(step)
+        action, state = model.predict(step, state=state, episode_start=starts[i : i + 1], deterministic=True)
+        actions.append(np.asarray(action)[0])
+    tensors["action"] = np.stack(actions)
+    tensors["episode_start"] = starts.astype(np.float32)
+    return tensors
+
+
+def from_sb3(
+    model: Any,
+    vec_normalize: Any = None,
+    env_id: str | None = None,
+    probes: int = 256,
+    include_critic: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Bundle:
+    """Export a live SB3 / sb3-contrib model (and its VecNormalize statistics) to a bundle.
+
+    Args:
+        model: a trained or loaded ``stable_baselines3`` / ``sb3_contrib`` algorithm.
+        vec_normalize: the ``VecNormalize`` wrapper the model was trained with; its observation
+            statistics become the bundle's pre-processing (return normalisation is recorded only).
+        env_id: the gymnasium id to run the policy in; by default the model's training env id.
+        probes: how many parity probes to record (observations and SB3's deterministic actions).
+        include_critic: also keep the value / Q networks and every other policy tensor, so that
+            training can resume elsewhere. By default only what acting needs is kept.
+        env_kwargs: keyword arguments for ``gymnasium.make``.
+
+    Returns:
+        The :class:`~rlport.bundle.bundle.Bundle`; call ``.save(path)`` to write it.
+
+    Raises:
+        UnsupportedError: a layer, space or policy class that the graph cannot express.
+    """
+    if not hasattr(model, "policy") or not hasattr(model, "observation_space"):
+        raise UnsupportedError(f"from_sb3 needs a stable-baselines3 model, found {type(model).__name__}")
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError('from_sb3 needs torch; pip install "rlport[sb3]"') from exc
+    model.policy.set_training_mode(False)
+    builder = build_graph(model, vec_normalize)
+    tensors = dict(builder.tensors)
+    full = state_dict(model.policy)
+    if include_critic:
+        for name, value in full.items():
+            tensors.setdefault(name, value)
+    recurrent = hasattr(model.policy, "lstm_actor")
+    probe_tensors = _probes(model, vec_normalize, probes, recurrent) if probes > 0 else None
+    source = {
+        "framework": "stable-baselines3",
+        "algorithm": type(model).__name__,
+        "algorithm_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "policy_class": f"{type(model.policy).__module__}.{type(model.policy).__qualname__}",
+        "policy_kwargs": jsonable(getattr(model, "policy_kwargs", {}) or {}),
+        "state_dict": [name for name in full if name in tensors],
+        "includes_critic": bool(include_critic),
+        "squash_output": bool(getattr(model.policy, "squash_output", False)),
+    }
+    if vec_normalize is not None:
+        source["vec_normalize"] = {
+            "norm_obs": bool(vec_normalize.norm_obs),
+            "norm_reward": bool(vec_normalize.norm_reward),
+            "clip_obs": float(vec_normalize.clip_obs),
+            "clip_reward": float(vec_normalize.clip_reward),
+            "gamma": float(vec_normalize.gamma),
+            "epsilon": float(vec_normalize.epsilon),
+        }
+    bundle = Bundle(
+        observation_space=spec_from_space(model.observation_space),
+        action_space=spec_from_space(model.action_space),
+        graph=builder.build(builder.output),
+        tensors=tensors,
+        env=EnvSpec(id=env_id or _env_id(model), kwargs=dict(env_kwargs or {})),
+        provenance=provenance(model),
+        source=source,
+        probes=probe_tensors,
+        probe_info=(
+            ProbeInfo(
+                probes, recurrent, f"stable-baselines3 {_version('stable-baselines3')} predict(deterministic=True)"
+            )
+            if probe_tensors
+            else None
+        ),
+    )
+    try:
+        bundle.validate()
+    except RlportError as exc:
+        raise UnsupportedError(f"the exported graph does not validate ({exc}); please report this") from exc
+    return bundle

@@ -1,0 +1,381 @@
+"""Numpy implementations of the graph ops (docs/FORMAT.md section 4.1).
+
+Each op is one small function ``fn(*inputs, **params_and_attrs) -> array | tuple``. Stochastic
+ops also get ``ctx`` (an object with ``deterministic`` and ``rng``). ``PREPARE`` holds optional
+load-time hooks that turn stored parameters into the form the function wants (a transposed
+weight, a square root computed once), so that ``predict`` does no repeated work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from rlport.errors import ObservationError
+
+__all__ = ["IMPLEMENTATIONS", "PREPARE", "sigmoid"]
+
+_F32 = np.float32
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+HUGE_NEG = -1e8  # MaskablePPO's value for masked-out logits
+
+
+# ---- activations -------------------------------------------------------------------------
+
+
+def sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    scaled = x * beta
+    return np.where(scaled > threshold, x, np.logaddexp(0.0, scaled) / beta).astype(x.dtype)
+
+
+def _erf(x):
+    # Abramowitz & Stegun 7.1.26 in float64: |error| < 1.5e-7.
+    x64 = np.asarray(x, dtype=np.float64)
+    sign = np.sign(x64)
+    a = np.abs(x64)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-a * a))
+
+
+def _gelu(x, approximate):
+    if approximate == "tanh":
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+        return (0.5 * x * (1.0 + np.tanh(inner))).astype(x.dtype)
+    return (0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def _leaky(x, slope):
+    return np.where(x >= 0, x, x * slope).astype(x.dtype)
+
+
+def _softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _prelu(x, weight):
+    w = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if weight.size > 1 else weight
+    return np.where(x >= 0, x, x * w).astype(x.dtype)
+
+
+def _hardsigmoid(x):
+    return np.minimum(np.maximum(x / 6.0 + 0.5, 0.0), 1.0).astype(x.dtype)
+
+
+ACTIVATIONS: dict[str, Callable[..., Any]] = {
+    "identity": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0, dtype=x.dtype),
+    "relu6": lambda x: np.minimum(np.maximum(x, 0), 6).astype(x.dtype),
+    "leaky_relu": lambda x, negative_slope: _leaky(x, negative_slope),
+    "rrelu": lambda x, lower, upper: _leaky(x, (lower + upper) / 2.0),
+    "elu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x)).astype(x.dtype),
+    "celu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x / alpha)).astype(x.dtype),
+    "selu": lambda x: (_SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(x))).astype(x.dtype),
+    "gelu": _gelu,
+    "silu": lambda x: x * sigmoid(x),
+    "mish": lambda x: x * np.tanh(_softplus(x)),
+    "sigmoid": sigmoid,
+    "logsigmoid": lambda x: -_softplus(-x),
+    "hardsigmoid": _hardsigmoid,
+    "hardswish": lambda x: x * (np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0).astype(x.dtype),
+    "hardtanh": lambda x, min_val, max_val: np.minimum(np.maximum(x, min_val), max_val).astype(x.dtype),
+    "tanh": np.tanh,
+    "tanhshrink": lambda x: x - np.tanh(x),
+    "softplus": _softplus,
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "softmax": _softmax,
+    "log_softmax": _log_softmax,
+    "prelu": _prelu,
+    "hardshrink": lambda x, lambd: np.where(np.abs(x) > lambd, x, 0).astype(x.dtype),
+    "softshrink": lambda x, lambd: np.where(x > lambd, x - lambd, np.where(x < -lambd, x + lambd, 0)).astype(x.dtype),
+    "threshold": lambda x, threshold, value: np.where(x > threshold, x, value).astype(x.dtype),
+}
+
+
+# ---- pre-processing ----------------------------------------------------------------------
+
+
+def _normalize(x, *, mean, std, clip):
+    return np.clip((x - mean) / std, -clip, clip).astype(_F32)
+
+
+def _divide(x, *, divisor):
+    return x.astype(_F32) / _F32(divisor)
+
+
+def _indices(x, sizes: list[int]) -> np.ndarray:
+    idx = x.astype(np.int64)
+    if idx.size and (idx.min() < 0 or np.any(idx >= np.asarray(sizes, dtype=np.int64))):
+        raise ObservationError(f"a discrete observation is outside 0..n-1 (n = {sizes}); found {x.tolist()}")
+    return idx
+
+
+def _one_hot(x, *, eye):
+    return eye[_indices(x, [eye.shape[0]])]
+
+
+def _multi_one_hot(x, *, sizes, offsets, total):
+    idx = _indices(x, sizes) + offsets
+    out = np.zeros((x.shape[0], total), dtype=_F32)
+    np.put_along_axis(out, idx, 1.0, axis=1)
+    return out
+
+
+# ---- network -----------------------------------------------------------------------------
+
+
+def _linear(x, *, weight_t, bias):
+    y = x @ weight_t
+    if bias is not None:
+        y += bias
+    return y
+
+
+def _conv2d(x, *, weight, bias, stride, padding, dilation, groups):
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    out_c, in_per_group, kh, kw = weight.shape
+    dh, dw = dilation
+    win = sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, :: stride[0], :: stride[1], ::dh, ::dw]  # (B, C, Ho, Wo, kh, kw)
+    per_group = out_c // groups
+    parts = []
+    for g in range(groups):
+        w_g = weight[g * per_group : (g + 1) * per_group]
+        x_g = win[:, g * in_per_group : (g + 1) * in_per_group]
+        parts.append(np.tensordot(x_g, w_g, axes=([1, 4, 5], [1, 2, 3])))  # (B, Ho, Wo, O_g)
+    y = np.concatenate(parts, axis=-1) if groups > 1 else parts[0]
+    y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def _batch_norm(x, *, scale, shift):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return (x - shift[0].reshape(shape)) * scale.reshape(shape) + shift[1].reshape(shape)
+
+
+def _layer_norm(x, *, weight, bias, epsilon, axes):
+    dims = tuple(range(x.ndim - axes, x.ndim))
+    mean = x.mean(axis=dims, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=dims, keepdims=True)
+    y = (x - mean) / np.sqrt(var + epsilon)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y.astype(x.dtype)
+
+
+def _lstm(x, h, c, episode_start, *, layers, wih_t, whh_t, bias):
+    if episode_start is not None:
+        keep = (1.0 - np.asarray(episode_start, dtype=_F32)).reshape(1, -1, 1)
+        h, c = h * keep, c * keep
+    hs, cs = [], []
+    inp = x
+    for k in range(layers):
+        gates = inp @ wih_t[k] + h[k] @ whh_t[k] + bias[k]
+        i, f, g, o = np.split(gates, 4, axis=-1)
+        c_k = sigmoid(f) * c[k] + sigmoid(i) * np.tanh(g)
+        inp = sigmoid(o) * np.tanh(c_k)
+        hs.append(inp)
+        cs.append(c_k)
+    return inp, np.stack(hs).astype(_F32), np.stack(cs).astype(_F32)
+
+
+# ---- action selection --------------------------------------------------------------------
+
+
+def _masked(logits, mask):
+    if mask is None:
+        return logits
+    mask = np.asarray(mask, dtype=bool).reshape(logits.shape)
+    return np.where(mask, logits, HUGE_NEG).astype(logits.dtype)
+
+
+def _sample_or_argmax(logits, ctx):
+    if ctx.deterministic:
+        return np.argmax(logits, axis=-1)
+    gumbel = -np.log(-np.log(ctx.rng.random(logits.shape)))
+    return np.argmax(logits + gumbel, axis=-1)
+
+
+def _check_mask_rows(mask, sizes, batch):
+    if mask is None:
+        return
+    rows = np.asarray(mask, dtype=bool).reshape(batch, -1)
+    start = 0
+    for size in sizes:
+        if not rows[:, start : start + size].any(axis=1).all():
+            raise ObservationError("an action mask allows no action at all for some row; allow at least one")
+        start += size
+
+
+def _categorical(logits, mask=None, *, ctx):
+    _check_mask_rows(mask, [logits.shape[-1]], logits.shape[0])
+    return _sample_or_argmax(_masked(logits, mask), ctx).astype(np.int64)
+
+
+def _multi_categorical(logits, mask=None, *, sizes, ctx):
+    _check_mask_rows(mask, sizes, logits.shape[0])
+    logits = _masked(logits, mask)
+    splits = np.split(logits, np.cumsum(sizes)[:-1], axis=-1)
+    return np.stack([_sample_or_argmax(s, ctx) for s in splits], axis=1).astype(np.int64)
+
+
+def _bernoulli(logits, *, ctx):
+    probs = sigmoid(logits)
+    if ctx.deterministic:
+        return (probs > 0.5).astype(_F32)
+    return (ctx.rng.random(probs.shape) < probs).astype(_F32)
+
+
+def _gaussian(mean, log_std=None, *, ctx, log_std_param=None):
+    if ctx.deterministic:
+        return mean
+    log_std = log_std_param if log_std is None else log_std
+    noise = ctx.rng.standard_normal(mean.shape).astype(mean.dtype)
+    return mean + np.exp(log_std) * noise
+
+
+def _gsde(mean, latent, *, log_std, use_expln, full_std, epsilon, ctx):
+    if ctx.deterministic:
+        return mean
+    if use_expln:
+        below = np.exp(log_std) * (log_std <= 0)
+        safe = log_std * (log_std > 0) + epsilon
+        std = below + (np.log1p(safe) + 1.0) * (log_std > 0)
+    else:
+        std = np.exp(log_std)
+    if not full_std:
+        std = np.ones((latent.shape[1], mean.shape[1]), dtype=std.dtype) * std
+    exploration = ctx.rng.standard_normal(std.shape).astype(mean.dtype) * std
+    return mean + latent @ exploration
+
+
+def _greedy(q, *, epsilon, n, ctx):
+    action = np.argmax(q, axis=-1).astype(np.int64)
+    if ctx.deterministic or epsilon <= 0:
+        return action
+    explore = ctx.rng.random(action.shape) < epsilon
+    return np.where(explore, ctx.rng.integers(0, n, size=action.shape), action)
+
+
+# ---- registry ----------------------------------------------------------------------------
+
+IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
+    **ACTIVATIONS,
+    "cast": lambda x, dtype: x.astype(dtype),
+    "normalize": _normalize,
+    "divide": _divide,
+    "one_hot": _one_hot,
+    "multi_one_hot": _multi_one_hot,
+    "flatten": lambda x: x.reshape(x.shape[0], -1),
+    "concat": lambda *xs: np.concatenate(xs, axis=-1),
+    "linear": _linear,
+    "conv2d": _conv2d,
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "reshape": lambda x, shape: x.reshape((x.shape[0], *shape)),
+    "mean": lambda x, axis: x.mean(axis=axis),
+    "clip": lambda x, min, max: np.minimum(np.maximum(x, min), max).astype(x.dtype),  # noqa: A002
+    "lstm": _lstm,
+    "categorical": _categorical,
+    "multi_categorical": _multi_categorical,
+    "bernoulli": _bernoulli,
+    "gaussian": _gaussian,
+    "gsde": _gsde,
+    "greedy": _greedy,
+    "rescale_to_bounds": lambda a, low, high: low + (0.5 * (a + 1.0) * (high - low)),
+    "clip_to_bounds": lambda a, low, high: np.clip(a, low, high),
+}
+
+
+def _prepare_linear(params, attrs):
+    return {"weight_t": np.ascontiguousarray(params["weight"].T), "bias": params.get("bias")}
+
+
+def _prepare_normalize(params, attrs):
+    return {"mean": params["mean"], "std": np.sqrt(params["var"] + attrs["epsilon"]), "clip": attrs["clip"]}
+
+
+def _prepare_one_hot(params, attrs):
+    return {"eye": np.eye(int(attrs["n"]), dtype=_F32)}
+
+
+def _prepare_multi_one_hot(params, attrs):
+    sizes = [int(s) for s in attrs["sizes"]]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return {"sizes": sizes, "offsets": offsets, "total": int(sum(sizes))}
+
+
+def _prepare_batch_norm(params, attrs):
+    var, mean = params["var"], params["mean"]
+    scale = 1.0 / np.sqrt(var + attrs["epsilon"])
+    weight = params.get("weight")
+    bias = params.get("bias")
+    if weight is not None:
+        scale = scale * weight
+    shift = (mean, bias if bias is not None else np.zeros_like(mean))
+    return {"scale": scale.astype(_F32), "shift": shift}
+
+
+def _prepare_lstm(params, attrs):
+    layers = int(attrs["layers"])
+    return {
+        "layers": layers,
+        "wih_t": [np.ascontiguousarray(params[f"weight_ih.{k}"].T) for k in range(layers)],
+        "whh_t": [np.ascontiguousarray(params[f"weight_hh.{k}"].T) for k in range(layers)],
+        "bias": [params[f"bias_ih.{k}"] + params[f"bias_hh.{k}"] for k in range(layers)],
+    }
+
+
+def _prepare_conv2d(params, attrs):
+    return {
+        "weight": params["weight"],
+        "bias": params.get("bias"),
+        "stride": tuple(attrs["stride"]),
+        "padding": tuple(attrs["padding"]),
+        "dilation": tuple(attrs["dilation"]),
+        "groups": int(attrs["groups"]),
+    }
+
+
+def _prepare_gaussian(params, attrs):
+    return {"log_std_param": params.get("log_std")}
+
+
+def _prepare_layer_norm(params, attrs):
+    return {"weight": params.get("weight"), "bias": params.get("bias"), **attrs}
+
+
+PREPARE: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any]], dict[str, Any]]] = {
+    "linear": _prepare_linear,
+    "normalize": _prepare_normalize,
+    "one_hot": _prepare_one_hot,
+    "multi_one_hot": _prepare_multi_one_hot,
+    "batch_norm": _prepare_batch_norm,
+    "lstm": _prepare_lstm,
+    "conv2d": _prepare_conv2d,
+    "gaussian": _prepare_gaussian,
+    "layer_norm": _prepare_layer_norm,
+}
+"""Load-time hooks: (params, attrs) -> the keyword arguments of the op function."""
