@@ -24,8 +24,8 @@ from rlport.bundle.container import (
     write_container,
 )
 from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, parse_json
-from rlport.bundle.spaces import SpaceSpec, space_from_json
-from rlport.errors import BundleError, FormatVersionError, IntegrityError, RlportError
+from rlport.bundle.spaces import SpaceSpec, leaves, space_from_json
+from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError
 from rlport.graph.graph import Graph
 
 __all__ = ["Bundle", "WEIGHTS", "PROBES"]
@@ -127,7 +127,7 @@ class Bundle:
         probes = None
         if PROBES in members:
             probes, _ = safetensors.loads(members[PROBES], what=f"{what}: {PROBES}")
-        probe_info = ProbeInfo.from_json(manifest["probes"]) if manifest.get("probes") else None
+        probe_info = ProbeInfo.from_json(manifest["probes"]) if manifest.get("probes") is not None else None
         for key in ("provenance", "source"):
             if not isinstance(manifest.get(key, {}), dict):
                 raise BundleError(f"{what}: manifest field {key!r} must be an object")
@@ -146,9 +146,32 @@ class Bundle:
     # ---- use ----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check the graph against the tensors and dry-run it on a dummy batch."""
-        self.graph.validate({name: array.ndim for name, array in self.tensors.items()})
-        self.policy()
+        """Check the graph against the tensors and spaces, and dry-run it on a dummy batch.
+
+        Raises:
+            GraphError: the graph is inconsistent, or fails (or gives a wrongly shaped action)
+                on a dummy observation batch.
+        """
+        self.graph.validate({name: np.ndim(array) for name, array in self.tensors.items()})
+        self._check_observation_inputs()
+        try:
+            self.policy()
+        except RlportError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError) as exc:
+            # A bound op rejected its attributes or parameters before it ever ran.
+            raise GraphError(f"the graph cannot be prepared for running: {type(exc).__name__}: {exc}") from exc
+
+    def _check_observation_inputs(self) -> None:
+        """One ``observation`` input per leaf of the observation space, keyed by its path."""
+        expected = sorted(key for key, _ in leaves(self.observation_space))
+        found = sorted(tuple(i.key or ()) for i in self.graph.inputs_with_role("observation"))
+        if found != expected:
+            show = [list(k) if k else None for k in found]
+            raise GraphError(
+                f"the graph's observation inputs have keys {show} but the observation space has "
+                f"leaves {[list(k) if k else None for k in expected]}; there must be one input per leaf"
+            )
 
     def policy(self, seed: int | None = None):
         """A :class:`~rlport.runtimes.numpy_runtime.NumpyPolicy` acting with this bundle."""

@@ -9,7 +9,7 @@ import hashlib
 import io
 import os
 import re
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -29,7 +29,7 @@ FORMAT_MINOR = 0
 MANIFEST = "manifest.json"
 MAX_MEMBERS = 64
 MAX_MANIFEST_SIZE = 16 * 1024 * 1024
-_COMMENT = re.compile(rb"^rlport-bundle (\d+)\.(\d+) sha256:([0-9a-f]{64})$")
+_COMMENT = re.compile(rb"rlport-bundle (\d+)\.(\d+) sha256:([0-9a-f]{64})")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -66,16 +66,35 @@ def write_container(path: str | os.PathLike, manifest: bytes, members: dict[str,
             info.external_attr = 0o100644 << 16
             archive.writestr(info, data)
         archive.comment = f"rlport-bundle {FORMAT_MAJOR}.{FORMAT_MINOR} sha256:{sha256(manifest)}".encode()
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    _write_atomic(Path(path), buffer.getvalue())
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then rename it over ``target``."""
+    directory = target.parent
+    if not directory.is_dir():
+        raise BundleError(
+            f"cannot save the bundle to {str(target)!r}: the directory {str(directory)!r} "
+            "does not exist; create it first"
+        )
+    if target.is_dir():
+        raise BundleError(f"cannot save the bundle to {str(target)!r}: it is a directory; give a file name")
+    tmp = directory / f".{target.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        # O_EXCL: never reuse a file; mode 0o666 less the umask, as a plain open() would give.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as exc:
+        raise BundleError(f"cannot save the bundle to {str(target)!r}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise BundleError(f"cannot save the bundle to {str(target)!r}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -114,7 +133,12 @@ def read_container(path: str | os.PathLike) -> tuple[bytes, dict[str, bytes], tu
     except OSError as exc:
         raise BundleError(f"cannot read bundle {what}: {exc.strerror or exc}") from exc
     archive = _open(data, what)
-    match = _COMMENT.match(archive.comment)
+    match = _COMMENT.fullmatch(archive.comment)
+    if not match and archive.comment.startswith(b"rlport-bundle "):
+        raise BundleError(
+            f"{what}: the archive comment {archive.comment[:100]!r} is not 'rlport-bundle <major>.<minor> "
+            "sha256:<64 hex digits>'; the bundle is corrupt"
+        )
     if not match:
         raise BundleError(
             f"{what}: not an rlport bundle (its ZIP comment {archive.comment[:40]!r} lacks the "
@@ -126,6 +150,8 @@ def read_container(path: str | os.PathLike) -> tuple[bytes, dict[str, bytes], tu
             f"{what}: written in bundle format {version[0]}.{version[1]}; this rlport reads format "
             f"{FORMAT_MAJOR}.x. Upgrade rlport (pip install -U rlport)"
         )
+    if version[0] < FORMAT_MAJOR:
+        raise BundleError(f"{what}: bundle format {version[0]}.{version[1]} does not exist; the bundle is corrupt")
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
         raise BundleError(f"{what}: {len(infos)} members is more than the limit of {MAX_MEMBERS}")

@@ -31,6 +31,7 @@ __all__ = [
     "batch_observation",
     "leaves",
     "dummy_observation",
+    "item_shape",
 ]
 
 
@@ -65,9 +66,15 @@ def _decode_bounds(value: Any, shape: tuple[int, ...], dtype: np.dtype, what: st
     if isinstance(value, list):
         if len(value) != size:
             raise SpaceError(f"{what}: expected {size} bounds for shape {shape}, found {len(value)}")
-        numbers = [_decode_number(v, what) for v in value]
-        return np.array(numbers, dtype=np.float64).astype(dtype).reshape(shape)
-    return np.full(shape, _decode_number(value, what), dtype=np.float64).astype(dtype)
+        numbers = np.array([_decode_number(v, what) for v in value], dtype=np.float64).reshape(shape)
+    else:
+        numbers = np.full(shape, _decode_number(value, what), dtype=np.float64)
+    if dtype.kind in "iub":
+        info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
+        bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < info.min) | (numbers > info.max)
+        if np.any(bad):
+            raise SpaceError(f"{what}: {numbers[bad].reshape(-1)[0]!r} is not a valid {dtype.name} bound")
+    return numbers.astype(dtype)
 
 
 def _int_list(value: Any, what: str, minimum: int | None = None) -> tuple[int, ...]:
@@ -102,6 +109,8 @@ class BoxSpec:
         except TypeError as exc:
             raise SpaceError(f"box dtype {self.dtype!r} is not a numpy dtype") from exc
         for name, bound in (("low", self.low), ("high", self.high)):
+            if not isinstance(bound, np.ndarray):
+                raise SpaceError(f"box {name} must be a numpy array, found {type(bound).__name__}")
             if bound.shape != tuple(self.shape):
                 raise SpaceError(f"box {name} has shape {bound.shape}, expected {self.shape}")
         if np.any(np.isnan(self.low)) or np.any(np.isnan(self.high)):
@@ -135,6 +144,19 @@ class BoxSpec:
         low = _decode_bounds(_require(data, "low", "box"), shape, dtype, "box low")
         high = _decode_bounds(_require(data, "high", "box"), shape, dtype, "box high")
         return cls(shape, dtype.name, low, high)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BoxSpec):
+            return NotImplemented
+        return (
+            tuple(self.shape) == tuple(other.shape)
+            and np.dtype(self.dtype) == np.dtype(other.dtype)
+            and np.array_equal(self.low, other.low)
+            and np.array_equal(self.high, other.high)
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.shape), np.dtype(self.dtype).name))
 
     def __repr__(self) -> str:
         return f"BoxSpec(shape={self.shape}, dtype={self.dtype!r})"
@@ -177,6 +199,13 @@ class MultiDiscreteSpec:
     def __post_init__(self) -> None:
         _int_list(self.nvec, "multi_discrete nvec", minimum=1)
         _int_list(self.shape, "multi_discrete shape", minimum=0)
+        _int_list(self.start, "multi_discrete start")
+        try:
+            integer = np.dtype(self.dtype).kind in "iu"
+        except TypeError:
+            integer = False
+        if not integer:
+            raise SpaceError(f"multi_discrete dtype must be a numpy integer dtype, found {self.dtype!r}")
         if math.prod(self.shape) != len(self.nvec) or len(self.start) != len(self.nvec):
             raise SpaceError(
                 f"multi_discrete: shape {self.shape}, nvec of {len(self.nvec)} and start of "
@@ -314,26 +343,26 @@ def _maybe_transpose(obs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @singledispatch
-def _item_shape(space) -> tuple[int, ...]:
+def item_shape(space) -> tuple[int, ...]:
     raise SpaceError(f"no observation layout for {type(space).__name__}")
 
 
-@_item_shape.register
+@item_shape.register
 def _(space: BoxSpec) -> tuple[int, ...]:
     return space.shape
 
 
-@_item_shape.register
+@item_shape.register
 def _(space: DiscreteSpec) -> tuple[int, ...]:
     return ()
 
 
-@_item_shape.register
+@item_shape.register
 def _(space: MultiDiscreteSpec) -> tuple[int, ...]:
-    return (len(space.nvec),)
+    return space.shape
 
 
-@_item_shape.register
+@item_shape.register
 def _(space: MultiBinarySpec) -> tuple[int, ...]:
     return space.shape
 
@@ -344,12 +373,15 @@ def batch_observation(obs: Any, space: SpaceSpec, what: str = "observation") -> 
     Returns:
         The observation shaped ``(batch, *item_shape)`` and whether it already had a batch axis.
     """
-    array = np.asarray(obs)
-    if array.dtype == object:
-        raise ObservationError(f"{what}: expected a numeric array, found {type(obs).__name__}")
+    try:
+        array = np.asarray(obs)
+    except ValueError as exc:  # ragged nested lists
+        raise ObservationError(f"{what}: cannot be read as one numeric array ({exc})") from None
+    if array.dtype.kind not in "biuf":
+        raise ObservationError(f"{what}: expected a numeric array, found {type(obs).__name__} of dtype {array.dtype}")
     if is_image(space):
         array = _maybe_transpose(array, space.shape)
-    shape = _item_shape(space)
+    shape = item_shape(space)
     if array.shape == shape:
         return array.reshape((1, *shape)), False
     if array.shape[1:] == shape and array.ndim == len(shape) + 1:
@@ -381,7 +413,7 @@ def _(space: DiscreteSpec, batch: int) -> np.ndarray:
 
 @dummy_observation.register
 def _(space: MultiDiscreteSpec, batch: int) -> np.ndarray:
-    return np.zeros((batch, len(space.nvec)), dtype=np.int64)
+    return np.zeros((batch, *space.shape), dtype=space.dtype)
 
 
 @dummy_observation.register

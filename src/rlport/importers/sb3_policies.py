@@ -102,12 +102,12 @@ def _distribution(b: GraphBuilder, dist: Any, mean: str, latent: str, mask: str 
     """The action distribution's mode (deterministic) or sample, from its parameters."""
     kind = _cls(dist)
     masks = [mask] if mask else []
-    if hasattr(dist, "action_dims"):  # MultiCategorical, and sb3-contrib's MaskableBernoulli
+    if kind == "BernoulliDistribution":  # its ``action_dims`` is one int: the number of binary actions
+        return b.add("bernoulli", [mean])
+    if "MultiCategorical" in kind:  # also sb3-contrib's MaskableBernoulli: two categories per action
         return b.add("multi_categorical", [mean, *masks], attrs={"sizes": [int(n) for n in dist.action_dims]})
     if "Categorical" in kind:
         return b.add("categorical", [mean, *masks])
-    if kind == "BernoulliDistribution":
-        return b.add("bernoulli", [mean])
     raise UnsupportedError(f"action distribution {kind} is not supported")
 
 

@@ -20,6 +20,7 @@ from rlport.errors import ObservationError
 __all__ = ["IMPLEMENTATIONS", "PREPARE", "sigmoid"]
 
 _F32 = np.float32
+_ZERO = np.float32(0)  # a float32 zero keeps float32 inputs float32 and is the cheapest operand
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
 HUGE_NEG = -1e8  # MaskablePPO's value for masked-out logits
@@ -80,7 +81,7 @@ def _hardsigmoid(x):
 
 ACTIVATIONS: dict[str, Callable[..., Any]] = {
     "identity": lambda x: x,
-    "relu": lambda x: np.maximum(x, 0, dtype=x.dtype),
+    "relu": lambda x: np.maximum(x, _ZERO),
     "relu6": lambda x: np.minimum(np.maximum(x, 0), 6).astype(x.dtype),
     "leaky_relu": lambda x, negative_slope: _leaky(x, negative_slope),
     "rrelu": lambda x, lower, upper: _leaky(x, (lower + upper) / 2.0),
@@ -141,7 +142,8 @@ def _multi_one_hot(x, *, sizes, offsets, total):
 
 
 def _linear(x, *, weight_t, bias):
-    y = x @ weight_t
+    # ndarray.dot and a (1, out) bias are the cheapest calls for small batches.
+    y = x.dot(weight_t)
     if bias is not None:
         y += bias
     return y
@@ -213,7 +215,7 @@ def _masked(logits, mask):
 
 def _sample_or_argmax(logits, ctx):
     if ctx.deterministic:
-        return np.argmax(logits, axis=-1)
+        return logits.argmax(axis=-1)
     gumbel = -np.log(-np.log(ctx.rng.random(logits.shape)))
     return np.argmax(logits + gumbel, axis=-1)
 
@@ -230,6 +232,8 @@ def _check_mask_rows(mask, sizes, batch):
 
 
 def _categorical(logits, mask=None, *, ctx):
+    if mask is None and ctx.deterministic:
+        return logits.argmax(axis=-1)
     _check_mask_rows(mask, [logits.shape[-1]], logits.shape[0])
     return _sample_or_argmax(_masked(logits, mask), ctx).astype(np.int64)
 
@@ -283,12 +287,12 @@ def _greedy(q, *, epsilon, n, ctx):
 
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     **ACTIVATIONS,
-    "cast": lambda x, dtype: x.astype(dtype),
+    "cast": lambda x, dtype: x.astype(dtype, copy=False),
     "normalize": _normalize,
     "divide": _divide,
     "one_hot": _one_hot,
     "multi_one_hot": _multi_one_hot,
-    "flatten": lambda x: x.reshape(x.shape[0], -1),
+    "flatten": lambda x: x if x.ndim == 2 else x.reshape(x.shape[0], -1),
     "concat": lambda *xs: np.concatenate(xs, axis=-1),
     "linear": _linear,
     "conv2d": _conv2d,
@@ -296,7 +300,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     "layer_norm": _layer_norm,
     "reshape": lambda x, shape: x.reshape((x.shape[0], *shape)),
     "mean": lambda x, axis: x.mean(axis=axis),
-    "clip": lambda x, min, max: np.minimum(np.maximum(x, min), max).astype(x.dtype),  # noqa: A002
+    "clip": lambda x, min, max: np.minimum(np.maximum(x, min), max).astype(x.dtype, copy=False),  # noqa: A002
     "lstm": _lstm,
     "categorical": _categorical,
     "multi_categorical": _multi_categorical,
@@ -304,13 +308,15 @@ IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     "gaussian": _gaussian,
     "gsde": _gsde,
     "greedy": _greedy,
-    "rescale_to_bounds": lambda a, low, high: low + (0.5 * (a + 1.0) * (high - low)),
-    "clip_to_bounds": lambda a, low, high: np.clip(a, low, high),
+    # SB3's unscale_action, term for term: low + (0.5 * (a + 1.0) * (high - low)).
+    "rescale_to_bounds": lambda a, low, span: low + (0.5 * (a + 1.0) * span),
+    "clip_to_bounds": lambda a, low, high: np.minimum(np.maximum(a, low), high),
 }
 
 
 def _prepare_linear(params, attrs):
-    return {"weight_t": np.ascontiguousarray(params["weight"].T), "bias": params.get("bias")}
+    bias = params.get("bias")
+    return {"weight_t": np.ascontiguousarray(params["weight"].T), "bias": None if bias is None else bias[None]}
 
 
 def _prepare_normalize(params, attrs):
@@ -359,6 +365,10 @@ def _prepare_conv2d(params, attrs):
     }
 
 
+def _prepare_rescale(params, attrs):
+    return {"low": params["low"], "span": params["high"] - params["low"]}
+
+
 def _prepare_gaussian(params, attrs):
     return {"log_std_param": params.get("log_std")}
 
@@ -376,6 +386,7 @@ PREPARE: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any]], dict[str, A
     "lstm": _prepare_lstm,
     "conv2d": _prepare_conv2d,
     "gaussian": _prepare_gaussian,
+    "rescale_to_bounds": _prepare_rescale,
     "layer_norm": _prepare_layer_norm,
 }
 """Load-time hooks: (params, attrs) -> the keyword arguments of the op function."""

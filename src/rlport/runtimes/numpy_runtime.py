@@ -8,13 +8,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlport.bundle.spaces import DictSpec, batch_observation, dummy_observation
+from rlport.bundle.spaces import DictSpec, batch_observation, dummy_observation, item_shape
 from rlport.errors import GraphError, ObservationError, RlportError
 from rlport.graph.schema import op_schema
 from rlport.runtimes.numpy_ops import IMPLEMENTATIONS, PREPARE
@@ -40,7 +41,7 @@ def _widen(array: np.ndarray) -> np.ndarray:
 
 
 def _bind(node, tensors: Mapping[str, np.ndarray], ctx: _Context):
-    """Turn a node into a one-argument-list callable with its parameters and attributes bound."""
+    """The node's op with its parameters and attributes bound: a function of its inputs only."""
     schema = op_schema(node.op)
     fn = IMPLEMENTATIONS.get(node.op)
     if fn is None:
@@ -50,13 +51,57 @@ def _bind(node, tensors: Mapping[str, np.ndarray], ctx: _Context):
     kwargs = PREPARE[node.op](params, attrs) if node.op in PREPARE else {**params, **attrs}
     if schema.stochastic:
         kwargs["ctx"] = ctx
-    if not kwargs:
-        return fn
-    return lambda *args: fn(*args, **kwargs)
+    return functools.partial(fn, **kwargs) if kwargs else fn
+
+
+def _compile(graph, steps: list) -> Callable[..., tuple]:
+    """Straight-line Python for the graph: one line per node, values in local variables.
+
+    Value names never reach the generated code (variables are ``v<slot>``), so a manifest
+    cannot inject code; the functions are the bound ops in ``steps``.
+    """
+    slot = {graph_input.name: k for k, graph_input in enumerate(graph.inputs)}
+    lines = [f"def run({', '.join(f'v{k}' for k in range(len(graph.inputs)))}):"]
+    namespace: dict[str, Any] = {}
+    for index, (fn, node) in enumerate(steps):
+        if node.op == "identity":
+            slot[node.outputs[0]] = slot[node.inputs[0]]
+            continue
+        for name in node.outputs:
+            slot[name] = len(slot)
+        namespace[f"f{index}"] = fn
+        outs = ", ".join(f"v{slot[n]}" for n in node.outputs)
+        ins = ", ".join(f"v{slot[n]}" for n in node.inputs)
+        lines.append(f"    {outs}{',' if len(node.outputs) > 1 else ''} = f{index}({ins})")
+    results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
+    lines.append(f"    return ({', '.join(f'v{slot[n]}' for n in results)},)")
+    exec(compile("\n".join(lines), "<rlport graph>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]
+
+
+def _leaf_feeder(space, what: str) -> Callable[[Any], tuple[np.ndarray, bool]]:
+    """A fast ``batch_observation`` for one leaf; unusual inputs take the full path."""
+    shape = item_shape(space)
+    rank = len(shape)
+
+    def feed(obs: Any) -> tuple[np.ndarray, bool]:
+        array = np.asarray(obs)
+        if array.dtype.kind in "biuf":
+            if array.shape == shape:
+                return array[None], False
+            if array.ndim == rank + 1 and array.shape[1:] == shape:
+                return array, True
+        return batch_observation(obs, space, what)
+
+    return feed
 
 
 class NumpyPolicy:
     """A bundle's policy, ready to act. Needs numpy only.
+
+    The graph is compiled once, at construction, into straight-line code over bound ops.
+    ``predict`` is not thread-safe (the deterministic flag and generator are shared); give each
+    thread its own policy.
 
     Args:
         bundle: a loaded :class:`~rlport.bundle.bundle.Bundle`.
@@ -71,22 +116,21 @@ class NumpyPolicy:
         self.action_space = bundle.action_space
         graph = bundle.graph
         self._ctx = _Context(rng=np.random.default_rng(seed))
-        slots: dict[str, int] = {}
-        for graph_input in graph.inputs:
-            slots[graph_input.name] = len(slots)
-        self._steps = []
-        for node in graph.nodes():
-            ins = tuple(slots[name] for name in node.inputs)
-            for name in node.outputs:
-                slots[name] = len(slots)
-            outs = tuple(slots[name] for name in node.outputs)
-            self._steps.append((_bind(node, bundle.tensors, self._ctx), ins, outs, node))
-        self._n_slots = len(slots)
-        self._obs = [(i.key or (), slots[i.name]) for i in graph.inputs_with_role("observation")]
-        self._states = [(i, slots[i.name], slots[i.output]) for i in graph.inputs_with_role("state")]
-        self._start = [slots[i.name] for i in graph.inputs_with_role("episode_start")]
-        self._mask = [(i, slots[i.name]) for i in graph.inputs_with_role("action_mask")]
-        self._output = slots[graph.output]
+        self._steps = [(_bind(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
+        self._run = _compile(graph, self._steps)
+        self._inputs = graph.inputs
+        roles = [graph_input.role for graph_input in graph.inputs]
+        self._obs = []
+        for index, graph_input in enumerate(graph.inputs):
+            if graph_input.role == "observation":
+                key = graph_input.key or ()
+                space = _leaf_space(self.observation_space, key)
+                what = f"observation[{'.'.join(key)!r}]" if key else "observation"
+                self._obs.append((index, key, _leaf_feeder(space, what)))
+        self._states = [(i, g) for i, g in enumerate(graph.inputs) if g.role == "state"]
+        self._start = roles.index("episode_start") if "episode_start" in roles else None
+        self._mask = roles.index("action_mask") if "action_mask" in roles else None
+        self._simple = roles == ["observation"] and not isinstance(self.observation_space, DictSpec)
         self._dry_run()
 
     @property
@@ -118,81 +162,85 @@ class NumpyPolicy:
         Returns:
             The action (batch axis removed for a single observation) and the next state
             (``state`` unchanged for non-recurrent policies).
+
+        Example:
+            >>> action, state = policy.predict(obs, deterministic=True)   # doctest: +SKIP
         """
-        values: list[Any] = [None] * self._n_slots
-        batch, vectorized = self._feed_observation(observation, values)
-        if self._states:
-            self._feed_state(state, batch, values)
-        if self._start:
-            start = np.zeros(batch, np.float32) if episode_start is None else episode_start
-            values[self._start[0]] = np.asarray(start, dtype=np.float32).reshape(batch)
-        if self._mask and action_masks is not None:
-            spec, slot = self._mask[0]
-            values[slot] = np.asarray(action_masks, dtype=bool).reshape(batch, spec.size)
         self._ctx.deterministic = deterministic
-        self._run(values)
-        action = values[self._output]
-        if not vectorized:
-            action = action.squeeze(axis=0)
+        if self._simple:
+            values, vectorized = self._obs[0][2](observation)
+            results = self._execute((values,))
+        else:
+            values, vectorized = self._feed(observation, state, episode_start, action_masks)
+            results = self._execute(values)
+        action = results[0] if vectorized else results[0][0]
         if self._states:
-            return action, tuple(values[out] for _, _, out in self._states)
+            return action, tuple(results[1:])
         return action, state
 
-    def _feed_observation(self, observation: Any, values: list) -> tuple[int, bool]:
-        space = self.observation_space
-        if not isinstance(space, DictSpec):
-            array, vectorized = batch_observation(observation, space)
-            values[self._obs[0][1]] = array
-            return array.shape[0], vectorized
-        if not isinstance(observation, Mapping):
+    def _feed(self, observation: Any, state: Any, episode_start: Any, action_masks: Any) -> tuple[list, bool]:
+        """All graph inputs in order, and whether the observation had a batch axis."""
+        values: list[Any] = [None] * len(self._inputs)
+        if isinstance(self.observation_space, DictSpec) and not isinstance(observation, Mapping):
             raise ObservationError(
                 f"the policy observes a dict space; pass a dict of arrays, found {type(observation).__name__}"
             )
         batches, vectorized = set(), False
-        for key, slot in self._obs:
-            leaf, sub = observation, space
+        for index, key, feed in self._obs:
+            leaf = observation
             for part in key:
                 if not isinstance(leaf, Mapping) or part not in leaf:
                     raise ObservationError(f"the observation lacks key {'.'.join(key)!r}")
-                leaf, sub = leaf[part], sub[part]
-            array, vec = batch_observation(leaf, sub, what=f"observation[{'.'.join(key)!r}]")
-            values[slot] = array
-            batches.add(array.shape[0])
+                leaf = leaf[part]
+            values[index], vec = feed(leaf)
+            batches.add(values[index].shape[0])
             vectorized = vectorized or vec
         if len(batches) != 1:
             raise ObservationError(f"the observation's keys have different batch sizes: {sorted(batches)}")
-        return batches.pop(), vectorized
+        batch = batches.pop()
+        self._feed_state(state, batch, values)
+        if self._start is not None:
+            start = np.zeros(batch, np.float32) if episode_start is None else episode_start
+            values[self._start] = _reshaped(start, np.float32, (batch,), "episode_start")
+        if self._mask is not None and action_masks is not None:
+            size = self._inputs[self._mask].size
+            values[self._mask] = _reshaped(action_masks, bool, (batch, size), "action_masks")
+        return values, vectorized
 
     def _feed_state(self, state: Any, batch: int, values: list) -> None:
         if state is not None and len(state) != len(self._states):
             raise ObservationError(f"expected a state of {len(self._states)} arrays, found {len(state)}")
-        for index, (spec, slot, _) in enumerate(self._states):
+        for position, (index, spec) in enumerate(self._states):
             shape = list(spec.shape)
             shape.insert(spec.batch_axis, batch)
             if state is None:
-                values[slot] = np.zeros(shape, dtype=spec.dtype)
-                continue
-            array = np.asarray(state[index], dtype=spec.dtype)
-            if list(array.shape) != shape:
-                raise ObservationError(f"state {index} has shape {array.shape}, expected {tuple(shape)}")
-            values[slot] = array
-
-    def _run(self, values: list) -> None:
-        for fn, ins, outs, node in self._steps:
-            try:
-                result = fn(*[values[i] for i in ins])
-            except RlportError:
-                raise
-            except _RUNTIME_ERRORS as exc:
-                shapes = [getattr(values[i], "shape", None) for i in ins]
-                raise GraphError(
-                    f"op {node.op!r} (outputs {list(node.outputs)}) failed on inputs of shapes {shapes}: {exc}"
-                ) from exc
-            if len(outs) == 1:
-                values[outs[0]] = result
+                values[index] = np.zeros(shape, dtype=spec.dtype)
             else:
-                for slot, value in zip(outs, result, strict=True):
-                    values[slot] = value
+                values[index] = _reshaped(state[position], spec.dtype, tuple(shape), f"state[{position}]", exact=True)
+
+    def _execute(self, values) -> tuple:
+        try:
+            return self._run(*values)
+        except RlportError:
+            raise
+        except _RUNTIME_ERRORS as exc:
+            raise self._diagnose(list(values)) from exc
+
+    def _diagnose(self, inputs: list) -> GraphError:
+        """Re-run node by node to name the op that failed (only on the error path)."""
+        values = dict(zip((g.name for g in self._inputs), inputs, strict=True))
+        for fn, node in self._steps:
+            args = [values[name] for name in node.inputs]
+            try:
+                result = fn(*args)
+            except _RUNTIME_ERRORS as exc:
+                shapes = [getattr(a, "shape", None) for a in args]
+                return GraphError(
+                    f"op {node.op!r} (outputs {list(node.outputs)}) failed on inputs of shapes {shapes}: {exc}"
+                )
+            outputs = [result] if len(node.outputs) == 1 else list(result)
+            values.update(zip(node.outputs, outputs, strict=True))
+        return GraphError("the graph failed, but not when run node by node; please report this")
 
     def _dry_run(self) -> None:
         """Run the graph once on a dummy batch: shape errors surface at load, not in the field."""
@@ -200,9 +248,22 @@ class NumpyPolicy:
         obs = dummy_observation(self.observation_space, batch)
         with np.errstate(all="ignore"):
             action, _ = self.predict(obs, deterministic=True)
-        expected = (batch, *self.action_space.shape) if hasattr(self.action_space, "shape") else None
-        if expected is not None and action.shape != expected:
+        expected = (batch, *self.action_space.shape)
+        if np.shape(action) != expected:
             raise GraphError(
-                f"the graph's output has shape {action.shape} for a batch of {batch}, but the action "
-                f"space needs {expected}"
+                f"the graph's output has shape {np.shape(action)} for a batch of {batch}, "
+                f"but the action space needs {expected}"
             )
+
+
+def _leaf_space(space, key: tuple[str, ...]):
+    for part in key:
+        space = space[part]
+    return space
+
+
+def _reshaped(value: Any, dtype: Any, shape: tuple[int, ...], what: str, exact: bool = False) -> np.ndarray:
+    array = np.asarray(value, dtype=dtype)
+    if array.shape == shape or (not exact and array.size == int(np.prod(shape))):
+        return array.reshape(shape)
+    raise ObservationError(f"{what} has shape {array.shape}, expected {shape}")
