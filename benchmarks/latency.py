@@ -6,8 +6,8 @@ Contenders, timed call by call and interleaved in rounds:
 * ``sb3``     ``model.predict(obs, deterministic=True)`` on the live model;
 * ``torch``   the raw actor forward under ``torch.no_grad()`` (features -> policy_net ->
   action_net -> argmax / clamp), a tensor built from the obs each call;
-* ``numpy``   a hand-written numpy forward (3 matmuls, tanh, argmax / clip) with
-  pre-transposed weights: the floor any numpy runtime can hope for.
+* ``numpy``   a hand-written numpy forward (3 ``ndarray.dot``, tanh, argmax / clip) with
+  pre-transposed weights on the 1-D observation: the floor any numpy runtime can hope for.
 
 torch runs with ``torch.set_num_threads(1)``: one observation is far too small to share.
 
@@ -138,7 +138,7 @@ def render(result: dict[str, Any]) -> str:
             rows.append(
                 [name, label, f"{s['min_us']:.1f}", f"{s['median_us']:.1f}", f"{s['p90_us']:.1f}", agree]
             )
-    lines.append(table(["policy", "contender", "min µs", "median µs", "p90 µs", "same actions"], rows, left=2))
+    lines.append(table(["policy", "contender", "min µs", "median µs", "p90 µs", "same actions"], rows))
     lines.append("")
     rows = []
     for name, res in result["policies"].items():

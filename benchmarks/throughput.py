@@ -58,7 +58,7 @@ def run(quick: bool = False, batch: int = 4096) -> dict[str, Any]:
 
     import rlport
 
-    rounds, block, warmup = (10, 4, 5) if quick else (40, 8, 20)
+    rounds, block, warmup = (10, 4, 3) if quick else (40, 6, 10)
     out: dict[str, Any] = {
         "benchmark": "throughput",
         "quick": quick,
@@ -126,13 +126,13 @@ def render(result: dict[str, Any]) -> str:
                     label,
                     f"{s['median_us'] / 1e3:.2f}",
                     f"{s['p90_us'] / 1e3:.2f}",
-                    f"{s['obs_per_s_median'] / 1e6:.2f}",
-                    f"{s['obs_per_s_p90'] / 1e6:.2f}",
+                    f"{s['obs_per_s_median'] / 1e3:,.0f}",
+                    f"{s['obs_per_s_p90'] / 1e3:,.0f}",
                     "yes" if res["actions_agree_with_rlport"][contender] else "NO",
                 ]
             )
-    headers = ["policy", "contender", "median ms", "p90 ms", "Mobs/s (median)", "Mobs/s (p90)", "same actions"]
-    lines.append(table(headers, rows, left=2))
+    headers = ["policy", "contender", "median ms", "p90 ms", "k obs/s (median)", "k obs/s (p90)", "same actions"]
+    lines.append(table(headers, rows))
     lines.append("")
     rows = [
         [

@@ -284,9 +284,21 @@ def safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
 class Crafter:
     """Writes bundles by hand from a manifest dict and member bytes, recomputing what is asked."""
 
+    zip_bytes = staticmethod(zip_bytes)
+    canonical = staticmethod(canonical)
+    sha256 = staticmethod(sha256)
+    safetensors_bytes = staticmethod(safetensors_bytes)
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.count = 0
+
+    def file(self, data: bytes, name: str | None = None) -> Path:
+        """Write raw bytes to a fresh file."""
+        path = self.directory / (name or f"raw-{self.count}.rlp")
+        self.count += 1
+        path.write_bytes(data)
+        return path
 
     def members_of(self, bundle: Bundle) -> tuple[dict, dict[str, bytes]]:
         """A bundle's manifest dict and members, taken apart (via a normal save)."""
@@ -313,10 +325,7 @@ class Crafter:
             if fix_digests:
                 manifest["members"] = {n: {"sha256": sha256(d), "size": len(d)} for n, d in members.items()}
             manifest = canonical(manifest)
-        path = self.directory / f"crafted-{self.count}.rlp"
-        self.count += 1
-        path.write_bytes(zip_bytes([("manifest.json", manifest), *members.items(), *extra], comment=comment))
-        return path
+        return self.file(zip_bytes([("manifest.json", manifest), *members.items(), *extra], comment=comment))
 
 
 @pytest.fixture

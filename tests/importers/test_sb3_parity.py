@@ -107,7 +107,8 @@ OFF_POLICY_ACTOR_CASES = [
     _case(ModelSpec("DDPG", "MultiInputPolicy", obs="dict")),
     _case(ModelSpec("CrossQ")),
     _case(ModelSpec("CrossQ", action="box2d", obs="discrete")),
-    _case(ModelSpec("CrossQ", "MultiInputPolicy", obs="dict_vec")),
+    _case(ModelSpec("CrossQ", policy_kwargs={"batch_norm": False}), id="CrossQ-no-batch-norm"),
+    _case(ModelSpec("CrossQ", obs="multibinary", policy_kwargs={"batch_norm_eps": 0.1, "activation_fn": nn.Tanh}), id="CrossQ-eps"),
     _case(ModelSpec("CrossQ", kwargs={"use_sde": True}), id="CrossQ-gsde"),
 ]  # fmt: skip
 
@@ -207,3 +208,136 @@ def test_maskable_parity(spec, tmp_path):
     ours, _ = policy.predict(obs, deterministic=True, action_masks=masks)
     free, _ = policy.predict(obs, deterministic=True)
     assert not np.array_equal(ours, free)
+
+
+# ---- recurrent policies ------------------------------------------------------------------
+
+RECURRENT_CASES = [
+    _case(ModelSpec("RecurrentPPO", "MlpLstmPolicy", action="box"), id="lstm-box-1-layer"),
+    _case(
+        ModelSpec("RecurrentPPO", "MlpLstmPolicy", action="discrete", policy_kwargs={"n_lstm_layers": 2}),
+        id="lstm-discrete-2-layers",
+    ),
+    _case(
+        ModelSpec(
+            "RecurrentPPO",
+            "MlpLstmPolicy",
+            action="multidiscrete",
+            policy_kwargs={"shared_lstm": True, "enable_critic_lstm": False, "n_lstm_layers": 2},
+        ),
+        id="lstm-shared",
+    ),
+    _case(
+        ModelSpec("RecurrentPPO", "MlpLstmPolicy", obs="discrete", action="box2d", policy_kwargs={"enable_critic_lstm": False}),
+        id="lstm-no-critic-lstm",
+    ),
+    _case(ModelSpec("RecurrentPPO", "MultiInputLstmPolicy", obs="dict", action="discrete"), id="lstm-dict"),
+    _case(
+        ModelSpec("RecurrentPPO", "CnnLstmPolicy", obs="gray", action="box", policy_kwargs={"share_features_extractor": False}),
+        id="lstm-cnn-unshared",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", RECURRENT_CASES)
+def test_recurrent_parity(spec, tmp_path):
+    """Step several envs with the state carried and random episode starts; actions and states match."""
+    n_envs, n_steps = 4, 500
+    model = make_model(spec)
+    bundle, policy = roundtrip(model, tmp_path)
+    assert policy.is_recurrent
+    obs = sample_obs(OBS_SPACES[spec.obs], n_envs * n_steps, seed=5)
+    starts = np.random.default_rng(6).random((n_steps, n_envs)) < 0.1
+    starts[0] = True
+    state_theirs = state_ours = None
+    for t in range(n_steps):
+        step = take(obs, slice(t * n_envs, (t + 1) * n_envs))
+        kwargs = {"episode_start": starts[t], "deterministic": True}
+        theirs, state_theirs = model.predict(step, state=state_theirs, **kwargs)
+        ours, state_ours = policy.predict(step, state=state_ours, **kwargs)
+        assert_same_actions(ours, theirs, f"step {t}")
+        assert len(ours) == n_envs and len(state_ours) == len(state_theirs) == 2
+        for mine, sb3 in zip(state_ours, state_theirs, strict=True):
+            assert mine.shape == sb3.shape
+            np.testing.assert_allclose(mine, sb3, rtol=0, atol=1e-5, err_msg=f"state at step {t}")
+    _check_recurrent_probes(bundle, policy)
+    # the first step from no state at all equals SB3's, and one env alone works too
+    theirs, _ = model.predict(take(obs, 0), deterministic=True)
+    ours, state = policy.predict(take(obs, 0), deterministic=True)
+    assert_same_actions(ours, theirs, "single observation, no state")
+    assert state[0].shape[1] == 1
+
+
+def _check_recurrent_probes(bundle, policy) -> None:
+    """Recurrent probes are one env's episode stream: replay step by step, carrying the state."""
+    probes = bundle.probes
+    assert bundle.probe_info.sequential
+    obs = probes["obs"] if "obs" in probes else {k[4:]: v for k, v in probes.items() if k.startswith("obs.")}
+    state = None
+    for i, start in enumerate(probes["episode_start"]):
+        step = take(obs, slice(i, i + 1))
+        action, state = policy.predict(step, state=state, episode_start=np.array([start]), deterministic=True)
+        assert_same_actions(action[0], probes["action"][i], f"probe {i}")
+
+
+# ---- VecNormalize ------------------------------------------------------------------------
+
+
+def _vec_normalize(obs_space, action_space, seed: int, **kwargs):
+    from sb3_models import SpacesEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = DummyVecEnv([lambda: SpacesEnv(obs_space, action_space)])
+    vec_normalize = VecNormalize(venv, norm_reward=False, **kwargs)
+    rng = np.random.default_rng(seed)
+    rms = vec_normalize.obs_rms
+    for stats in rms.values() if isinstance(rms, dict) else [rms]:
+        stats.mean = rng.normal(0.0, 1.0, stats.mean.shape)
+        stats.var = rng.uniform(0.05, 3.0, stats.var.shape)
+    vec_normalize.training = False
+    return vec_normalize
+
+
+VEC_NORMALIZE_CASES = [
+    pytest.param(ModelSpec("PPO", action="box"), {"clip_obs": 1.5}, id="PPO-box-obs"),
+    pytest.param(ModelSpec("DQN", obs="box2d", action="discrete"), {}, id="DQN-2d-box-obs"),
+    pytest.param(
+        ModelSpec("SAC", "MultiInputPolicy", obs="dict", action="box"), {"norm_obs_keys": ["vec"]}, id="SAC-dict-subset"
+    ),
+    pytest.param(
+        ModelSpec("RecurrentPPO", "MultiInputLstmPolicy", obs="dict_vec", action="discrete"),
+        {"norm_obs_keys": ["vel"], "clip_obs": 2.0},
+        id="RecurrentPPO-dict-subset",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "vn_kwargs"), VEC_NORMALIZE_CASES)
+def test_vec_normalize_parity(spec, vn_kwargs, tmp_path):
+    """bundle.predict(raw) equals model.predict(vec_normalize.normalize_obs(raw))."""
+    from sb3_models import ACTION_SPACES
+
+    obs_space = OBS_SPACES[spec.obs]
+    vec_normalize = _vec_normalize(obs_space, ACTION_SPACES[spec.action], seed=7, **vn_kwargs)
+    model = make_model(spec, env=vec_normalize)
+    bundle, policy = roundtrip(model, tmp_path, vec_normalize=vec_normalize)
+    raw = sample_obs(obs_space, N_OBS, seed=8)
+    if spec.algo == "RecurrentPPO":
+        n = len(next(iter(raw.values())))
+        starts = np.ones(n, dtype=bool)  # a fresh episode per row: comparable in one batch
+        theirs, _ = model.predict(vec_normalize.normalize_obs(raw), episode_start=starts, deterministic=True)
+        ours, _ = policy.predict(raw, episode_start=starts, deterministic=True)
+        assert_same_actions(ours, theirs, "batch")
+        _check_recurrent_probes(bundle, policy)
+        return
+    theirs, _ = model.predict(vec_normalize.normalize_obs(raw), deterministic=True)
+    ours, _ = policy.predict(raw, deterministic=True)
+    assert_same_actions(ours, theirs, "batch")
+    for i in range(N_SINGLE):
+        theirs, _ = model.predict(vec_normalize.normalize_obs(take(raw, i)), deterministic=True)
+        ours, _ = policy.predict(take(raw, i), deterministic=True)
+        assert_same_actions(ours, theirs, f"single observation {i}")
+    _check_probes(bundle, policy)
+    # the statistics matter: without them the actions differ
+    unnormalized, _ = model.predict(raw, deterministic=True)
+    assert not np.array_equal(unnormalized, theirs)

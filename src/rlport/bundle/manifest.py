@@ -114,8 +114,10 @@ class ProbeInfo:
         if (
             not isinstance(data, dict)
             or not isinstance(data.get("count"), int)
+            or isinstance(data.get("count"), bool)
+            or data["count"] < 0
             or not isinstance(data.get("sequential"), bool)
             or not isinstance(data.get("source"), str)
         ):
-            raise BundleError(f"'probes' must be {{count: int, sequential: bool, source: str}}, found {data!r}")
+            raise BundleError(f"'probes' must be {{count: int >= 0, sequential: bool, source: str}}, found {data!r}")
         return cls(data["count"], data["sequential"], data["source"])

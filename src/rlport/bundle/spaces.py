@@ -73,7 +73,7 @@ def _decode_bounds(value: Any, shape: tuple[int, ...], dtype: np.dtype, what: st
         info = np.iinfo(dtype) if dtype.kind != "b" else np.iinfo(np.uint8)
         bad = ~np.isfinite(numbers) | (numbers != np.round(numbers)) | (numbers < info.min) | (numbers > info.max)
         if np.any(bad):
-            raise SpaceError(f"{what}: {numbers[bad].reshape(-1)[0]!r} is not a valid {dtype.name} bound")
+            raise SpaceError(f"{what}: {numbers[bad].reshape(-1)[0].item()!r} is not a valid {dtype.name} bound")
     return numbers.astype(dtype)
 
 

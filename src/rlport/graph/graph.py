@@ -12,9 +12,12 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from rlport.errors import GraphError
 from rlport.graph.schema import REQUIRED, op_schema
@@ -25,10 +28,43 @@ ROLES = ("observation", "state", "episode_start", "action_mask")
 STAGES = ("preprocess", "policy", "postprocess")
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return _int(value) and value > 0
+
+
 def _names(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise GraphError(f"{what}: expected a list of non-empty names, found {value!r}")
     return tuple(value)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether an attribute value has the JSON type of the schema's default."""
+    if isinstance(default, bool):
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(default, int):
+        return isinstance(value, numbers.Integral)
+    if isinstance(default, float):
+        return isinstance(value, numbers.Real)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _check_attr(op: str, name: str, value: Any, default: Any, choices: tuple | None) -> None:
+    if default is not REQUIRED and not _same_kind(value, default):
+        kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(default), "a list")
+        raise GraphError(f"op {op!r}: attribute {name!r} must be {kind}, found {value!r}")
+    if choices is not None and value not in choices:
+        raise GraphError(f"op {op!r}: attribute {name!r} must be one of {list(choices)}, found {value!r}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +105,11 @@ class Node:
         )
 
     def resolved_attrs(self) -> dict[str, Any]:
-        """The node's attributes with the schema's defaults filled in."""
+        """The node's attributes with the schema's defaults filled in.
+
+        Raises:
+            GraphError: an unknown or missing attribute, or one of the wrong JSON type.
+        """
         schema = op_schema(self.op)
         unknown = set(self.attrs) - set(schema.attrs)
         if unknown:
@@ -80,6 +120,8 @@ class Node:
         missing = [k for k, v in merged.items() if v is REQUIRED]
         if missing:
             raise GraphError(f"op {self.op!r} needs attribute(s) {missing}")
+        for name, value in self.attrs.items():
+            _check_attr(self.op, name, value, schema.attrs[name], schema.attr_choices.get(name))
         return merged
 
 
@@ -111,32 +153,54 @@ class GraphInput:
             data["size"] = self.size
         return data
 
+    def check(self) -> None:
+        """Raise :class:`GraphError` unless the fields make a valid input of its role."""
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"a graph input needs a non-empty name, found {self.name!r}")
+        where = f"graph input {self.name!r}"
+        if self.role not in ROLES:
+            raise GraphError(f"{where}: unknown role {self.role!r}; known: {', '.join(ROLES)}")
+        if self.role == "observation" and self.key is not None:
+            _names(list(self.key), f"{where} key")
+        if self.role == "state":
+            shape = self.shape
+            if not isinstance(shape, tuple) or not all(_positive_int(v) for v in shape):
+                raise GraphError(f"{where}: a state's shape must be a list of positive integers, found {shape!r}")
+            if not isinstance(self.output, str) or not self.output:
+                raise GraphError(f"{where}: a state input must name its 'output' value, found {self.output!r}")
+            if not _int(self.batch_axis) or not 0 <= self.batch_axis <= len(shape):
+                raise GraphError(
+                    f"{where}: batch_axis must be an integer in 0..{len(shape)}, found {self.batch_axis!r}"
+                )
+            if self.dtype not in ("float16", "float32", "float64"):
+                raise GraphError(f"{where}: a state's dtype must be float16, float32 or float64, found {self.dtype!r}")
+        if self.role == "action_mask" and not _positive_int(self.size):
+            raise GraphError(f"{where}: an action mask needs a positive integer 'size', found {self.size!r}")
+
     @classmethod
     def from_json(cls, data: Any) -> GraphInput:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise GraphError(f"a graph input must be an object with a 'name', found {data!r}")
         role = data.get("role")
-        if role not in ROLES:
-            raise GraphError(f"graph input {data['name']!r}: unknown role {role!r}; known: {ROLES}")
         key = data.get("key")
         if key is not None:
             key = _names(key, f"graph input {data['name']!r} key")
         if role == "state":
             shape = data.get("shape")
-            if not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
-                raise GraphError(f"state input {data['name']!r}: bad shape {shape!r}")
-            if not isinstance(data.get("output"), str):
-                raise GraphError(f"state input {data['name']!r} must name its 'output' value")
-            batch_axis = data.get("batch_axis", 0)
-            if not isinstance(batch_axis, int) or not 0 <= batch_axis <= len(shape):
-                raise GraphError(f"state input {data['name']!r}: bad batch_axis {batch_axis!r}")
-            return cls(data["name"], role, None, tuple(shape), batch_axis, data["output"], data.get("dtype", "float32"))
-        if role == "action_mask":
-            size = data.get("size")
-            if not isinstance(size, int) or size <= 0:
-                raise GraphError(f"action_mask input {data['name']!r}: bad size {size!r}")
-            return cls(data["name"], role, size=size)
-        return cls(data["name"], role, key)
+            graph_input = cls(
+                data["name"],
+                role,
+                shape=tuple(shape) if isinstance(shape, list) else shape,
+                batch_axis=data.get("batch_axis", 0),
+                output=data.get("output"),
+                dtype=data.get("dtype", "float32"),
+            )
+        elif role == "action_mask":
+            graph_input = cls(data["name"], role, size=data.get("size"))
+        else:
+            graph_input = cls(data["name"], role, key if role == "observation" else None)
+        graph_input.check()
+        return graph_input
 
 
 @dataclass(frozen=True)
@@ -188,7 +252,10 @@ class Graph:
             tensor_ranks: the rank of every tensor the bundle holds, by name.
         """
         defined: set[str] = set()
+        if not isinstance(self.output, str) or not self.output:
+            raise GraphError(f"the graph's output must be a value name, found {self.output!r}")
         for graph_input in self.inputs:
+            graph_input.check()
             if graph_input.name in defined:
                 raise GraphError(f"graph input {graph_input.name!r} is defined twice")
             defined.add(graph_input.name)
@@ -217,7 +284,10 @@ class Graph:
         for name in node.inputs:
             if name not in defined:
                 raise GraphError(f"{where}: input {name!r} is used before it is defined")
-        attrs = node.resolved_attrs()
+        try:
+            attrs = node.resolved_attrs()
+        except GraphError as exc:
+            raise GraphError(f"{where}: {exc}") from None
         roles = schema.param_roles(attrs)
         unknown = set(node.params) - set(roles)
         if unknown:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlport.errors import GraphError
+
 __all__ = ["OpSchema", "OPS", "REQUIRED", "op_schema", "lstm_params"]
 
 REQUIRED = object()
@@ -32,6 +34,7 @@ class OpSchema:
         stochastic: whether the op reads the runtime's deterministic flag and random generator.
         dynamic_params: for ops whose parameter roles depend on attributes (``lstm``).
         optional_inputs: positions (from 0) of inputs that may be absent at run time (a mask).
+        attr_choices: attribute name -> the only values it may take (``gelu``'s ``approximate``).
     """
 
     name: str
@@ -43,6 +46,7 @@ class OpSchema:
     stochastic: bool = False
     dynamic_params: Callable[[dict[str, Any]], dict[str, int | None]] | None = None
     optional_inputs: frozenset[int] = frozenset()
+    attr_choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def param_roles(self, attrs: dict[str, Any]) -> dict[str, int | None]:
         """The parameter roles (and ranks) this op needs with these attributes."""
@@ -53,8 +57,11 @@ class OpSchema:
 
 def lstm_params(attrs: dict[str, Any]) -> dict[str, int | None]:
     """Per-layer parameter roles of the ``lstm`` op."""
+    layers = attrs.get("layers", 0)
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+        raise GraphError(f"op 'lstm': attribute 'layers' must be a positive integer, found {layers!r}")
     roles: dict[str, int | None] = {}
-    for k in range(int(attrs.get("layers", 0))):
+    for k in range(layers):
         roles.update({f"weight_ih.{k}": 2, f"weight_hh.{k}": 2, f"bias_ih.{k}": 1, f"bias_hh.{k}": 1})
     return roles
 
@@ -71,7 +78,7 @@ _ACTIVATIONS = [
     _unary("elu", alpha=1.0),
     _unary("celu", alpha=1.0),
     _unary("selu"),
-    _unary("gelu", approximate="none"),
+    OpSchema("gelu", attrs={"approximate": "none"}, attr_choices={"approximate": ("none", "tanh")}),
     _unary("silu"),
     _unary("mish"),
     _unary("sigmoid"),
@@ -170,8 +177,6 @@ OPS: dict[str, OpSchema] = {op.name: op for op in _ACTIVATIONS + _PREPROCESS + _
 
 def op_schema(name: str) -> OpSchema:
     """Look an op up, or raise :class:`~rlport.errors.GraphError` listing the known ones."""
-    from rlport.errors import GraphError
-
     try:
         return OPS[name]
     except KeyError:

@@ -104,7 +104,7 @@ def _distribution(b: GraphBuilder, dist: Any, mean: str, latent: str, mask: str 
     masks = [mask] if mask else []
     if kind == "BernoulliDistribution":  # its ``action_dims`` is one int: the number of binary actions
         return b.add("bernoulli", [mean])
-    if "MultiCategorical" in kind:  # also sb3-contrib's MaskableBernoulli: two categories per action
+    if "MultiCategorical" in kind or kind == "MaskableBernoulliDistribution":  # two categories per binary action
         return b.add("multi_categorical", [mean, *masks], attrs={"sizes": [int(n) for n in dist.action_dims]})
     if "Categorical" in kind:
         return b.add("categorical", [mean, *masks])

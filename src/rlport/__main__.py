@@ -1,0 +1,7 @@
+"""``python -m rlport`` is the ``rlport`` command."""
+
+import sys
+
+from rlport.cli.main import main
+
+sys.exit(main())

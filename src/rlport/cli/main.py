@@ -1,0 +1,199 @@
+"""The ``rlport`` command line: parsing and printing only; each subcommand calls one public function.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rlport.errors import RlportError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _emit(data: dict[str, Any], as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(render(data))
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def _space_text(space: dict[str, Any]) -> str:
+    kind = space["type"]
+    if kind == "box":
+        return f"Box{tuple(space['shape'])} {space['dtype']} [{_bound(space['low'])}, {_bound(space['high'])}]"
+    if kind == "discrete":
+        return f"Discrete({space['n']})" + (f" start={space['start']}" if space.get("start") else "")
+    if kind == "multi_discrete":
+        return f"MultiDiscrete({space['nvec']})"
+    if kind == "multi_binary":
+        return f"MultiBinary({space['shape']})"
+    return "Dict(" + ", ".join(f"{e['key']}: {_space_text(e['space'])}" for e in space["spaces"]) + ")"
+
+
+def _bound(value: Any) -> str:
+    if isinstance(value, list):
+        return f"{min(map(float, value)):g}..{max(map(float, value)):g}" if value else "-"
+    return str(value)
+
+
+def _render_inspect(s: dict[str, Any]) -> str:
+    prov = {key: value for key, value in s["provenance"].items() if value is not None}
+    framework = f"{prov.get('framework', '?')} {prov.get('framework_version', '')}".strip()
+    trained = f"{prov.get('num_timesteps', '?')} steps on {prov.get('device', '?')}"
+    critic = "kept" if s["includes_critic"] else "not kept"
+    rows = [
+        ("format", s["format_version"]),
+        ("algorithm", f"{prov.get('algorithm', '?')} ({framework})"),
+        ("trained", f"{trained}, exported {prov.get('created', '?')}"),
+        ("env", f"{s['env']['id']}" + (f" {s['env']['kwargs']}" if s["env"]["kwargs"] else "")),
+        ("observation", _space_text(s["observation_space"])),
+        ("action", _space_text(s["action_space"])),
+        ("preprocess", " -> ".join(s["graph"]["preprocess"]) or "-"),
+        ("policy", " -> ".join(s["graph"]["policy"])),
+        ("postprocess", " -> ".join(s["graph"]["postprocess"]) or "-"),
+        ("parameters", f"{s['parameters']:,} in the graph, {s['tensors']} tensors, critic {critic}"),
+        ("recurrent", "yes" if s["recurrent"] else "no"),
+        ("probes", f"{s['probes']['count']} ({s['probes']['source']})" if s["probes"] else "none"),
+    ]  # fmt: skip
+    return _table(rows)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from rlport.bundle.bundle import Bundle
+
+    _emit(Bundle.load(args.bundle).summary(), args.json, _render_inspect)
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import rlport
+    from rlport.cli.progress import Progress
+    from rlport.envs import check_spaces, make_env, run_episodes
+
+    policy = rlport.load(args.bundle, seed=args.seed)
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
+    env = make_env(policy.bundle.env, env_id=args.env, env_kwargs=env_kwargs)
+    try:
+        check_spaces(policy, env)
+    except RlportError as exc:
+        print(f"rlport run: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    with Progress(args.episodes, "episodes") as bar:
+        stats = run_episodes(
+            policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic,
+            on_episode=lambda i, r: bar.update(note=f"return {r:.1f}"),
+        )  # fmt: skip
+    env_id = args.env or policy.bundle.env.id
+    result = {"bundle": args.bundle, "env": env_id, "seed": args.seed, **stats.to_json()}
+
+    def render(r: dict[str, Any]) -> str:
+        spread = f"min {min(r['returns']):.2f}, max {max(r['returns']):.2f}"
+        return _table([
+            ("env", str(r["env"])),
+            ("episodes", str(r["episodes"])),
+            ("return", f"{r['mean_return']:.2f} ± {r['std_return']:.2f} ({spread})"),
+            ("length", f"{sum(r['lengths']) / len(r['lengths']):.1f} steps on average"),
+            ("predict", f"{r['median_predict_us']:.1f} µs median per step"),
+        ])  # fmt: skip
+
+    _emit(result, args.json, render)
+    return EXIT_OK
+
+
+def _render_demo(r: dict[str, Any]) -> str:
+    ours, sb3, parity, size = r["rlport"], r["sb3"], r["parity"], r["size_bytes"]
+    e_ours, e_sb3 = ours["episodes"], sb3["episodes"]
+    imported = [name for name, present in ours["imported"].items() if present]
+    rows = [
+        ("", "rlport bundle (fresh process)", "SB3", ""),
+        (f"return ({e_ours['episodes']} episodes)", f"{e_ours['mean_return']:.1f} ± {e_ours['std_return']:.1f}",
+         f"{e_sb3['mean_return']:.1f} ± {e_sb3['std_return']:.1f}", "same seeds"),
+        ("parity with SB3", f"{parity['identical']}/{parity['steps']} steps identical",
+         f"{parity['count'] - parity['mismatched']}/{parity['count']} probes", "deterministic actions"),
+        ("file size", f"{size['rlport'] / 1024:.1f} KiB", f"{size['sb3'] / 1024:.1f} KiB",
+         f"{size['sb3'] / size['rlport']:.1f}x smaller"),
+        ("predict latency (1 obs)", f"{ours['latency_us']:.1f} µs", f"{sb3['latency_us']:.1f} µs",
+         f"{sb3['latency_us'] / ours['latency_us']:.1f}x faster"),
+        ("load time", f"{ours['load_ms']:.0f} ms", "", ""),
+        ("imported torch/SB3", ", ".join(imported) or "neither", "both", ""),
+    ]  # fmt: skip
+    head = (
+        f"rlport demo: {r['algorithm']} on {r['env']}, {r['timesteps']:,} steps trained in {r['train_seconds']:.0f} s"
+    )
+    verdict = "OK: the bundle acts exactly as SB3 does" if r["ok"] else "FAILED: the bundle's actions differ from SB3's"
+    return f"{head}\n\n{_table(rows)}\n\n{verdict}\nbundle: {r['paths']['bundle']}"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rlport.cli.progress import Progress
+    from rlport.demo import run_demo
+
+    result = run_demo(args.out, timesteps=args.timesteps, episodes=args.episodes, seed=args.seed, progress=Progress)
+    _emit(result, args.json, _render_demo)
+    return EXIT_OK if result["ok"] else EXIT_CHECK_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rlport import __version__
+
+    parser = argparse.ArgumentParser(prog="rlport", description="Portable, pickle-free RL policy bundles.")
+    parser.add_argument("--version", action="version", version=f"rlport {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="describe a bundle")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("run", help="run episodes with a bundle (the env recorded in it by default)")
+    p.add_argument("bundle")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--env", default=None, help="gymnasium env id (default: the bundle's)")
+    p.add_argument("--env-kwargs", default=None, help="JSON object of env kwargs (default: the bundle's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("demo", help="train PPO on CartPole, export, reload in a fresh process, compare with SB3")
+    p.add_argument("--out", default="rlport-demo", help="folder for the SB3 .zip and the bundle")
+    p.add_argument("--timesteps", type=int, default=30_000)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rlport`` command; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("episodes", "timesteps"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name} must be at least 1")
+    try:
+        return args.func(args)
+    except json.JSONDecodeError as exc:
+        print(f"rlport {args.command}: --env-kwargs is not a JSON object: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RlportError as exc:
+        print(f"rlport {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Create a bundle's environment from its declarative spec and run episodes with a policy.
+
+gymnasium is imported here, lazily: loading and running a bundle on observations you supply
+does not need it.
+
+Example:
+    >>> policy = rlport.load("cartpole.rlp")                                   # doctest: +SKIP
+    >>> env = make_env(policy.bundle.env)                                      # doctest: +SKIP
+    >>> stats = run_episodes(policy, env, episodes=10, seed=0)                 # doctest: +SKIP
+    >>> stats.mean_return                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from rlport.bundle.manifest import EnvSpec, WrapperSpec
+from rlport.errors import EnvError, MissingDependencyError, SpaceError
+
+__all__ = ["make_env", "check_spaces", "run_episodes", "EpisodeStats"]
+
+
+def _gymnasium():
+    try:
+        import gymnasium
+    except ImportError as exc:
+        raise MissingDependencyError(
+            'running episodes needs gymnasium; pip install "rlport[sb3]" (or gymnasium and the env\'s package)'
+        ) from exc
+    return gymnasium
+
+
+def _frame_stack(env: Any, n_stack: int) -> Any:
+    """SB3's VecFrameStack for one env: the last ``n_stack`` observations concatenated on the last axis."""
+    gym = _gymnasium()
+    from collections import deque
+
+    class FrameStack(gym.ObservationWrapper):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner)
+            space = inner.observation_space
+            low = np.concatenate([space.low] * n_stack, axis=-1)
+            high = np.concatenate([space.high] * n_stack, axis=-1)
+            self.observation_space = gym.spaces.Box(low=low, high=high, dtype=space.dtype)
+            self._frames: deque = deque(maxlen=n_stack)
+
+        def reset(self, **kwargs: Any):
+            obs, info = self.env.reset(**kwargs)
+            self._frames.extend([np.zeros_like(obs)] * n_stack)
+            self._frames.append(obs)
+            return self.observation(obs), info
+
+        def observation(self, observation: Any) -> np.ndarray:
+            if self._frames and self._frames[-1] is not observation:
+                self._frames.append(observation)
+            return np.concatenate(list(self._frames), axis=-1)
+
+    return FrameStack(env)
+
+
+def _time_feature(env: Any, max_steps: int = 1000) -> Any:
+    try:
+        from sb3_contrib.common.wrappers import TimeFeatureWrapper
+    except ImportError as exc:
+        raise MissingDependencyError('the time_feature wrapper needs sb3-contrib; pip install "rlport[sb3]"') from exc
+    return TimeFeatureWrapper(env, max_steps=max_steps)
+
+
+def _time_limit(env: Any, max_episode_steps: int) -> Any:
+    return _gymnasium().wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
+
+
+_WRAPPERS: dict[str, Callable[..., Any]] = {
+    "time_limit": _time_limit,
+    "time_feature": _time_feature,
+    "frame_stack": _frame_stack,
+}
+
+
+def _apply(env: Any, wrapper: WrapperSpec) -> Any:
+    if wrapper.name not in _WRAPPERS:
+        raise EnvError(f"unknown env wrapper {wrapper.name!r}; known: {', '.join(sorted(_WRAPPERS))}")
+    try:
+        return _WRAPPERS[wrapper.name](env, **wrapper.kwargs)
+    except TypeError as exc:
+        raise EnvError(f"wrapper {wrapper.name!r} got bad arguments {wrapper.kwargs}: {exc}") from exc
+
+
+def make_env(spec: EnvSpec, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> Any:
+    """A gymnasium env for ``spec`` (``env_id``/``env_kwargs`` override the recorded ones).
+
+    Raises:
+        EnvError: no env id is known, gymnasium does not know it, or a wrapper is unknown.
+    """
+    gym = _gymnasium()
+    if env_id is not None:
+        spec = replace(spec, id=env_id)
+    if env_kwargs is not None:
+        spec = replace(spec, kwargs=dict(env_kwargs))
+    if not spec.id:
+        raise EnvError("the bundle records no environment id; pass one with --env ID")
+    try:
+        env = gym.make(spec.id, **spec.kwargs)
+    except gym.error.Error as exc:
+        raise EnvError(f"cannot create env {spec.id!r}: {exc}") from exc
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise EnvError(f"env {spec.id!r} needs a package that is not installed: {exc}") from exc
+    except TypeError as exc:
+        raise EnvError(f"env {spec.id!r} rejected its kwargs {spec.kwargs}: {exc}") from exc
+    if spec.max_episode_steps is not None:
+        env = _time_limit(env, spec.max_episode_steps)
+    for wrapper in spec.wrappers:
+        env = _apply(env, wrapper)
+    return env
+
+
+def check_spaces(policy: Any, env: Any) -> None:
+    """Raise :class:`SpaceError` naming the first difference between the env's and the bundle's spaces."""
+    from rlport.bundle.spaces import is_image
+    from rlport.importers.gym_spaces import spec_from_space
+
+    for role, ours in (("observation", policy.observation_space), ("action", policy.action_space)):
+        theirs = spec_from_space(getattr(env, f"{role}_space"))
+        if (
+            role == "observation"
+            and is_image(ours)
+            and getattr(theirs, "shape", None) == tuple(ours.shape[i] for i in (1, 2, 0))
+        ):
+            continue  # channel-last env, channel-first policy: predict transposes, as SB3 does
+        if theirs.to_json() != ours.to_json():
+            raise SpaceError(
+                f"the env's {role} space {_describe(theirs)} differs from the bundle's {_describe(ours)}; "
+                "pass the env the policy was trained on (--env ID)"
+            )
+
+
+def _describe(spec: Any) -> str:
+    data = spec.to_json()
+    return ", ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, list) or len(v) <= 8)
+
+
+@dataclass
+class EpisodeStats:
+    """Returns and lengths of the episodes run, and how long ``predict`` took."""
+
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    predict_ns: list[int] = field(default_factory=list)
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    @property
+    def std_return(self) -> float:
+        return float(np.std(self.returns)) if self.returns else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "episodes": len(self.returns),
+            "mean_return": self.mean_return,
+            "std_return": self.std_return,
+            "returns": [float(r) for r in self.returns],
+            "lengths": [int(n) for n in self.lengths],
+            "median_predict_us": float(np.median(self.predict_ns) / 1000) if self.predict_ns else None,
+        }
+
+
+def run_episodes(
+    policy: Any,
+    env: Any,
+    episodes: int,
+    seed: int | None = 0,
+    deterministic: bool = True,
+    on_episode: Callable[[int, float], None] | None = None,
+    on_step: Callable[[Any, Any], None] | None = None,
+) -> EpisodeStats:
+    """Run whole episodes; episode ``i`` resets the env with ``seed + i`` (when a seed is given).
+
+    Recurrent policies carry their state and get ``episode_start`` as in SB3.
+    """
+    stats = EpisodeStats()
+    clock = time.perf_counter_ns
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=None if seed is None else seed + episode)
+        state, start, total, length, done = None, np.ones(1, dtype=bool), 0.0, 0, False
+        while not done:
+            began = clock()
+            action, state = policy.predict(obs, state=state, episode_start=start, deterministic=deterministic)
+            stats.predict_ns.append(clock() - began)
+            if on_step is not None:
+                on_step(obs, action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+            start = np.zeros(1, dtype=bool)
+        stats.returns.append(total)
+        stats.lengths.append(length)
+        if on_episode is not None:
+            on_episode(episode, total)
+    return stats
