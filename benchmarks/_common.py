@@ -89,7 +89,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     right = [all(_numeric(row[i]) for row in cells[1:]) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip()
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right, strict=True)).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
@@ -135,6 +135,8 @@ def interleaved(
     warmup: int,
     settle: int = 1,
     label: str = "",
+    budget_s: float | None = None,
+    min_rounds: int = 5,
 ) -> dict[str, list[int]]:
     """Time every contender call by call, interleaved in rounds to spread the machine's noise.
 
@@ -143,7 +145,9 @@ def interleaved(
     neighbour. Each block starts with ``settle`` untimed calls, which absorb the hand-over from
     the previous contender (thread pools of torch / the BLAS spinning down, cold caches).
     Inputs cycle through ``inputs``; choosing the input is outside the timed region. The garbage
-    collector is off while timing (as ``timeit`` does).
+    collector is off while timing (as ``timeit`` does). With ``budget_s``, rounds stop once the
+    budget is spent and at least ``min_rounds`` are done (a loaded machine ends early, with fewer
+    samples, rather than late).
 
     Returns:
         Per contender, the list of per-call times in nanoseconds.
@@ -159,8 +163,12 @@ def interleaved(
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
+    start = time.perf_counter()
     try:
         for r in range(rounds):
+            if budget_s is not None and r >= min_rounds and time.perf_counter() - start > budget_s:
+                progress(f"{label or 'timing'}: time budget of {budget_s:g} s spent after {r} of {rounds} rounds")
+                break
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 fn, out = contenders[name], samples[name]

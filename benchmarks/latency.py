@@ -58,9 +58,9 @@ def _agreement(contenders: dict[str, Any], pool: list[np.ndarray], discrete: boo
     for name, fn in contenders.items():
         actions = [action(fn, obs) for obs in pool]
         if discrete:
-            agree[name] = all(int(a) == int(r) for a, r in zip(actions, reference))
+            agree[name] = all(int(a) == int(r) for a, r in zip(actions, reference, strict=True))
         else:
-            agree[name] = all(np.allclose(a, r, atol=1e-5) for a, r in zip(actions, reference))
+            agree[name] = all(np.allclose(a, r, atol=1e-5) for a, r in zip(actions, reference, strict=True))
     return agree
 
 
@@ -71,6 +71,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     rounds, block, warmup = (12, 100, 200) if quick else (60, 300, 1000)
+    budget_s = 3.0 if quick else 15.0  # per policy; a loaded machine stops early with fewer rounds
     out: dict[str, Any] = {
         "benchmark": "latency",
         "quick": quick,
@@ -78,6 +79,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "rounds": rounds,
             "calls_per_round": block,
             "warmup_calls": warmup,
+            "budget_s_per_policy": budget_s,
             "torch_threads": 1,
             "timer_overhead_ns": timer_overhead_ns(),
         },
@@ -99,7 +101,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             }
             discrete = hasattr(model.action_space, "n")
             agree = _agreement(contenders, pool, discrete)
-            samples = interleaved(contenders, pool, rounds, block, warmup, label=f"latency {name}")
+            samples = interleaved(contenders, pool, rounds, block, warmup, label=f"latency {name}", budget_s=budget_s)
             stats = {k: summarize(v) for k, v in samples.items()}
             med = {k: s["median_us"] for k, s in stats.items()}
             p90 = {k: s["p90_us"] for k, s in stats.items()}
@@ -125,7 +127,7 @@ def render(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [
         "Single-observation predict latency (torch.set_num_threads(1); "
-        f"{cfg['rounds']} interleaved rounds x {cfg['calls_per_round']} calls per contender, "
+        f"up to {cfg['rounds']} interleaved rounds x {cfg['calls_per_round']} calls per contender, "
         f"timer overhead ~{cfg['timer_overhead_ns']:.0f} ns/call included)",
         "",
     ]
@@ -135,9 +137,7 @@ def render(result: dict[str, Any]) -> str:
             s = res["stats"][contender]
             agree = "yes" if res["actions_agree_with_rlport"][contender] else "NO"
             label = {"numpy": "plain numpy (floor)", "torch": "raw torch forward"}.get(contender, contender)
-            rows.append(
-                [name, label, f"{s['min_us']:.1f}", f"{s['median_us']:.1f}", f"{s['p90_us']:.1f}", agree]
-            )
+            rows.append([name, label, f"{s['min_us']:.1f}", f"{s['median_us']:.1f}", f"{s['p90_us']:.1f}", agree])
     lines.append(table(["policy", "contender", "min µs", "median µs", "p90 µs", "same actions"], rows))
     lines.append("")
     rows = []

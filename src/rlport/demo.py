@@ -114,7 +114,7 @@ def run_demo(
     from rlport.cli.progress import Progress
     from rlport.envs import make_env, run_episodes
 
-    bar = progress or (lambda total, label: Progress(total, label, stream=None))
+    bar = progress or (lambda total, label: Progress(total, label, silent=True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()

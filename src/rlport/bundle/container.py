@@ -10,6 +10,7 @@ import io
 import os
 import re
 import secrets
+import struct
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,20 @@ MAX_MEMBERS = 64
 MAX_MANIFEST_SIZE = 16 * 1024 * 1024
 _COMMENT = re.compile(rb"rlport-bundle (\d+)\.(\d+) sha256:([0-9a-f]{64})")
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+# What zipfile raises on hostile input besides BadZipFile (e.g. NotImplementedError for a
+# "version needed to extract" it does not know, struct.error for short records).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    ValueError,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    struct.error,
+    IndexError,
+    KeyError,
+    OverflowError,
+)
 
 
 def sha256(data: bytes) -> str:
@@ -103,7 +118,7 @@ def _open(data: bytes, what: str) -> zipfile.ZipFile:
         raise BundleError(f"{what}: {len(data)} bytes is too short to be an rlport bundle (truncated?)")
     try:
         return zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         raise BundleError(
             f"{what}: not a readable rlport bundle (a ZIP archive was expected: {exc}); "
             "the file is truncated, corrupt or of another kind"
@@ -115,7 +130,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> 
         return archive.read(info)
     except zipfile.BadZipFile as exc:
         raise IntegrityError(f"{what}: member {info.filename!r} is damaged ({exc}); get a fresh copy") from exc
-    except (ValueError, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+    except (*_ZIP_ERRORS, RuntimeError) as exc:
         raise BundleError(f"{what}: member {info.filename!r} cannot be read ({exc})") from exc
 
 

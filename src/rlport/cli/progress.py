@@ -9,21 +9,31 @@ from typing import TextIO
 __all__ = ["Progress"]
 
 
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
 class Progress:
     """``with Progress(total, "training") as bar: bar.update(n)``; silent when not on a TTY.
 
     Example:
-        >>> with Progress(3, "episodes", stream=None) as bar:
+        >>> with Progress(3, "episodes", silent=True) as bar:
         ...     for _ in range(3):
         ...         bar.update()
     """
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = sys.stderr, width: int = 30) -> None:
+    def __init__(
+        self, total: int, label: str, stream: TextIO | None = None, width: int = 30, silent: bool = False
+    ) -> None:
         self.total = max(int(total), 1)
         self.label = label
         self.done = 0
         self.width = width
-        self.stream = stream if stream is not None and stream.isatty() else None
+        stream = stream or sys.stderr
+        self.stream = None if silent or not _is_tty(stream) else stream
         self._start = time.monotonic()
         self._drawn = 0.0
 

@@ -1,0 +1,117 @@
+"""The rlport command line: inspect, run, demo, exit codes and --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+import rlport
+from rlport.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def cartpole_bundle(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = PPO("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [16, 16]}, seed=0, device="cpu")
+    with torch.no_grad():
+        for p in model.policy.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    path = tmp_path_factory.mktemp("cli") / "cartpole.rlp"
+    rlport.from_sb3(model, env_id="CartPole-v1", probes=32).save(path)
+    return path
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "rlport", *args], capture_output=True, text=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_inspect_table_names_what_is_inside(cartpole_bundle, capsys):
+    assert main(["inspect", str(cartpole_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "PPO" in out and "CartPole-v1" in out and "Discrete(2)" in out
+    assert "linear" in out and "categorical" in out
+
+
+def test_inspect_json_is_machine_readable(cartpole_bundle, capsys):
+    assert main(["inspect", str(cartpole_bundle), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["action_space"] == {"type": "discrete", "n": 2, "start": 0}
+    assert data["provenance"]["algorithm"] == "PPO"
+    assert data["parameters"] == 4 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2
+    assert data["probes"]["count"] == 32
+
+
+def test_run_reports_returns_as_json(cartpole_bundle, capsys):
+    assert main(["run", str(cartpole_bundle), "--episodes", "3", "--seed", "5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["episodes"] == 3 and len(data["returns"]) == 3
+    assert data["env"] == "CartPole-v1"
+    assert data["mean_return"] == pytest.approx(np.mean(data["returns"]))
+
+
+def test_run_is_reproducible_with_a_seed(cartpole_bundle, capsys):
+    main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "3", "--stochastic", "--json"])
+    first = json.loads(capsys.readouterr().out)["returns"]
+    main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "3", "--stochastic", "--json"])
+    assert json.loads(capsys.readouterr().out)["returns"] == first
+
+
+def test_run_against_an_env_with_other_spaces_fails_the_check(cartpole_bundle, capsys):
+    assert main(["run", str(cartpole_bundle), "--env", "MountainCar-v0", "--episodes", "1"]) == 1
+    assert "observation space" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["inspect", "does-not-exist.rlp"], "cannot read bundle"),
+        (["run", "{bundle}", "--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+        (["run", "{bundle}", "--env-kwargs", "{not json"], "not a JSON object"),
+    ],
+    ids=["missing-file", "unknown-env", "bad-env-kwargs"],
+)
+def test_bad_input_exits_2_with_a_message(cartpole_bundle, capsys, args, message):
+    args = [a.replace("{bundle}", str(cartpole_bundle)) for a in args]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_corrupt_bundle_exits_2(cartpole_bundle, tmp_path, capsys):
+    broken = tmp_path / "broken.rlp"
+    broken.write_bytes(cartpole_bundle.read_bytes()[:-100])
+    assert main(["inspect", str(broken)]) == 2
+    assert "rlport inspect:" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2():
+    code, _, err = run_cli("run")
+    assert code == 2 and "usage" in err
+    code, _, err = run_cli("run", "x.rlp", "--episodes", "0")
+    assert code == 2 and "--episodes" in err
+
+
+def test_console_entry_point_and_version():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"rlport {rlport.__version__}"
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    code, out, err = run_cli("demo", "--out", str(tmp_path), "--timesteps", "2000", "--episodes", "2", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["ok"] is True
+    assert data["parity"]["identical"] == data["parity"]["steps"] > 0
+    assert data["parity"]["mismatched"] == 0
+    assert data["rlport"]["imported"] == {"torch": False, "stable_baselines3": False}
+    assert data["rlport"]["episodes"]["returns"] == data["sb3"]["episodes"]["returns"]
+    assert data["size_bytes"]["rlport"] < data["size_bytes"]["sb3"]
+    assert (tmp_path / "cartpole.rlp").exists() and (tmp_path / "cartpole_sb3.zip").exists()
