@@ -198,12 +198,23 @@ POLICIES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_policy(name: str, seed: int = 0, perturb: float = 0.1):
-    """An untrained SB3 model on CPU with every parameter nudged by seeded noise.
+# Hyper-parameters for `make_policy(..., updates=True)`: a handful of environment steps and at
+# least one gradient update, so that the optimizer state (Adam's moments) exists, as in any
+# model saved after training.
+_FEW_UPDATES: dict[str, tuple[dict[str, Any], int]] = {
+    "PPO": ({"n_steps": 64, "batch_size": 64, "n_epochs": 1}, 64),
+    "SAC": ({"learning_starts": 0, "train_freq": 1, "batch_size": 8}, 8),
+    "DQN": ({"learning_starts": 0, "train_freq": 1, "batch_size": 8}, 8),
+}
+
+
+def make_policy(name: str, seed: int = 0, perturb: float = 0.1, updates: bool = False):
+    """A SB3 model on CPU with every parameter nudged by seeded noise.
 
     The noise makes the greedy action depend on the observation (an untrained PPO has a tiny
     ``action_net`` and would pick nearly the same action everywhere); it does not change the
-    work a forward pass does.
+    work a forward pass does. With ``updates``, the model first learns for a few steps, so
+    that its optimizer state is populated (this matters for file sizes, not for speed).
     """
     import stable_baselines3 as sb3
     import torch
@@ -213,7 +224,10 @@ def make_policy(name: str, seed: int = 0, perturb: float = 0.1):
     kwargs: dict[str, Any] = {"policy_kwargs": {"net_arch": list(spec["net_arch"])}, "seed": seed, "device": "cpu"}
     if spec["algo"] in ("SAC", "DQN"):
         kwargs["buffer_size"] = 1_000  # the replay buffer is never saved; keep memory small
-    model = algo("MlpPolicy", spec["env"], **kwargs)
+    learn_kwargs, steps = _FEW_UPDATES[spec["algo"]] if updates else ({}, 0)
+    model = algo("MlpPolicy", spec["env"], **kwargs, **learn_kwargs)
+    if steps:
+        model.learn(total_timesteps=steps)
     if perturb:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():

@@ -125,11 +125,12 @@ def notes(results: dict[str, dict[str, Any]]) -> list[str]:
         f"- Throughput: torch default threads ({tp['config']['torch_threads']}); raw torch forward "
         f"{tp['policies']['ppo-cartpole']['stats']['torch']['obs_per_s_median'] / 1e3:,.0f}k obs/s (PPO CartPole).",
         f"- Cold start floor (python + import numpy): {cs['stats']['floor']['median_s']:.2f} s.",
-        "- Size: rlport default = actor only + 256 parity probes; (with critic) = `include_critic=True`; "
-        "SB3 zip = `model.save` (includes optimizer state).",
+        "- Size: models saved after a few training steps (so the optimizer state is populated); rlport = actor "
+        "only + 256 parity probes; (with critic) = `include_critic=True`; SB3 zip = `model.save` "
+        "(policy, optimizer state, pickled data).",
         f"- Machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, numpy {m['numpy']}, "
-        f"torch {m.get('torch')}, SB3 {m.get('stable_baselines3')}; load average at start "
-        f"{m['load_average'][0] if m.get('load_average') else '?'}. "
+        f"torch {m.get('torch')}, SB3 {m.get('stable_baselines3')}; 1-min load average "
+        f"{m['load_average'][0] if m.get('load_average') else '?'} (end of the latency run). "
         f"Mode: {'--quick' if lat['quick'] else 'full'}.",
     ]
 

@@ -4,6 +4,10 @@ For each policy: SB3's ``model.save`` zip (which also holds the optimizer state 
 objects), the ``policy.pth`` inside it, and rlport bundles: the default (actor only, with 256
 parity probes), without probes, and with ``include_critic=True``.
 
+Each model first learns for a few steps (at least one gradient update), so that its optimizer
+state holds Adam's moments as in any model saved after training; an untrained model's zip
+would carry an empty optimizer state and look smaller than a real one.
+
 Usage:
     .venv/bin/python benchmarks/size.py [--quick] [--json]
 """
@@ -34,7 +38,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         for name in SIZE_POLICIES:
             progress(f"size: {name}")
             spec = POLICIES[name]
-            model = make_policy(name)
+            model = make_policy(name, updates=True)
             zip_path = Path(tmp) / f"{name}.zip"
             model.save(zip_path)
             with zipfile.ZipFile(zip_path) as archive:
@@ -94,7 +98,7 @@ def render(result: dict[str, Any]) -> str:
     ]
     return "\n".join(
         [
-            "Bundle size vs SB3 .zip (same untrained policy; rlport default = actor only + 256 probes)",
+            "Bundle size vs SB3 .zip (same policy after a few training steps; rlport = actor only + 256 probes)",
             "",
             table(headers, rows),
         ]

@@ -319,6 +319,27 @@ def test_invalid_bundle_is_not_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["policy.rlp"]
 
 
+def test_unwritable_directory_is_a_clear_error(tmp_path, monkeypatch):
+    def refuse(path, flags, mode=0o777):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(BundleError, match=r"cannot save the bundle to .*policy.rlp.*Permission denied"):
+        tiny().save(tmp_path / "policy.rlp")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [float("nan"), np.float32(1.0), {1, 2}], ids=["nan", "numpy-float32", "set"])
+def test_manifest_value_json_cannot_hold_is_a_clear_error(tmp_path, value):
+    path = tiny().save(tmp_path / "policy.rlp")
+    before = path.read_bytes()
+    bundle = tiny()
+    bundle.provenance = {"bad": value}
+    with pytest.raises(BundleError, match="the manifest holds a value JSON cannot represent"):
+        bundle.save(path)
+    assert path.read_bytes() == before
+
+
 def test_save_into_a_missing_directory_is_a_clear_error(tmp_path):
     target = tmp_path / "missing" / "policy.rlp"
     with pytest.raises(BundleError, match=r"directory .*missing' does not exist"):
@@ -578,6 +599,21 @@ def test_absurd_declared_size_is_rejected(tmp_path, golden, member, size, messag
     path = tmp_path / "absurd.rlp"
     path.write_bytes(bytes(damaged))
     with pytest.raises(BundleError, match=message):
+        Bundle.load(path)
+
+
+def test_encrypted_member_is_rejected(tmp_path, golden):
+    archive = parse_zip(golden)
+    damaged = bytearray(golden)
+    for entry in archive["central"]:
+        if entry["name"] == "weights.safetensors":
+            struct.pack_into("<H", damaged, entry["offset_in_file"] + 8, entry["flags"] | 0x1)
+    for member in archive["local"]:
+        if member["name"] == "weights.safetensors":
+            struct.pack_into("<H", damaged, member["offset"] + 6, member["flags"] | 0x1)
+    path = tmp_path / "encrypted.rlp"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(BundleError, match="member 'weights.safetensors' cannot be read .*encrypted"):
         Bundle.load(path)
 
 

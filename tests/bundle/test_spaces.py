@@ -9,6 +9,7 @@ import pytest
 
 from rlport.bundle.manifest import canonical_json, parse_json
 from rlport.bundle.spaces import (
+    MAX_ELEMENTS,
     BoxSpec,
     DictSpec,
     DiscreteSpec,
@@ -35,6 +36,7 @@ SPACES = {
     "box-scalar": BoxSpec.create(-2.0, 2.0, ()),
     "box-int": BoxSpec.create(-3, 7, (2,), dtype="int32"),
     "image-uint8": BoxSpec.create(0, 255, (3, 8, 6), dtype="uint8"),
+    "box-bool": BoxSpec.create(False, True, (3,), dtype="bool"),
     "discrete": DiscreteSpec(4),
     "discrete-start": DiscreteSpec(3, start=-1),
     "multi-discrete": MultiDiscreteSpec((2, 3, 4), (3,), (0, 0, 0)),
@@ -132,7 +134,17 @@ BAD_JSON = {
     "no-type": ({"shape": [2]}, "unknown space type None"),
     "box-missing-shape": ({"type": "box", "dtype": "float32", "low": 0, "high": 1}, "missing field 'shape'"),
     "box-missing-low": ({"type": "box", "shape": [2], "dtype": "float32", "high": 1}, "missing field 'low'"),
-    "box-bad-dtype": ({"type": "box", "shape": [2], "dtype": "float33", "low": 0, "high": 1}, "not a numpy dtype"),
+    "box-bad-dtype": (
+        {"type": "box", "shape": [2], "dtype": "float33", "low": 0, "high": 1},
+        "box dtype 'float33' is not the name of a numpy bool, integer or float dtype",
+    ),
+    "box-string-dtype": ({"type": "box", "shape": [2], "dtype": "str", "low": 0, "high": 1}, "'str' is not the name"),
+    "box-record-dtype": ({"type": "box", "shape": [2], "dtype": [], "low": 0, "high": 1}, r"\[\] is not the name"),
+    "box-huge": (
+        {"type": "box", "shape": [4096, 4097], "dtype": "uint8", "low": 0, "high": 1},
+        r"box space of shape \(4096, 4097\) has 16781312 elements, more than the limit of 16777216",
+    ),
+    "multi-binary-huge": ({"type": "multi_binary", "shape": [1 << 25]}, "more than the limit"),
     "box-nan-string": ({"type": "box", "shape": [1], "dtype": "float32", "low": "nan", "high": 1}, "found 'nan'"),
     "box-nan-float": ({"type": "box", "shape": [1], "dtype": "float32", "low": float("nan"), "high": 1}, "NaN"),
     "box-bool-bound": ({"type": "box", "shape": [1], "dtype": "float32", "low": True, "high": 1}, "found True"),
@@ -165,6 +177,7 @@ BAD_JSON = {
     "multi-discrete-start": ({"type": "multi_discrete", "nvec": [2, 3], "start": [0]}, "do not agree"),
     "multi-discrete-float-start": ({"type": "multi_discrete", "nvec": [2], "start": [0.5]}, "list of integers"),
     "multi-discrete-dtype": ({"type": "multi_discrete", "nvec": [2], "dtype": "float32"}, "integer dtype"),
+    "multi-discrete-bad-dtype": ({"type": "multi_discrete", "nvec": [2], "dtype": None}, "None is not the name"),
     "multi-binary-zero": ({"type": "multi_binary", "shape": [0]}, ">= 1"),
     "multi-binary-missing": ({"type": "multi_binary"}, "missing field 'shape'"),
     "dict-not-a-list": ({"type": "dict", "spaces": {"a": {}}}, "'spaces' must be a list"),
@@ -188,6 +201,13 @@ BAD_JSON = {
 def test_from_json_rejects(data, message):
     with pytest.raises(SpaceError, match=message):
         space_from_json(data)
+
+
+def test_element_limit_is_the_one_in_the_spec():
+    assert MAX_ELEMENTS == 2**24
+    BoxSpec.create(0, 1, (4096, 4096), dtype="uint8")  # exactly at the limit
+    with pytest.raises(SpaceError, match="more than the limit"):
+        MultiBinarySpec((4097, 4096))
 
 
 def test_constructors_reject():

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from rlport.errors import GraphError
-from rlport.graph.graph import Graph, GraphInput, Node
-from rlport.graph.schema import OPS, REQUIRED, op_schema
+from rlport.graph.graph import MAX_STATE_ELEMENTS, Graph, GraphInput, Node
+from rlport.graph.schema import MAX_LSTM_LAYERS, OPS, REQUIRED, op_schema
 from rlport.runtimes.numpy_ops import IMPLEMENTATIONS
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
@@ -182,6 +182,11 @@ INVALID = {
         r"batch_axis must be an integer in 0..1, found 2",
     ),
     "mask-without-size": (_with_inputs(GraphInput("m", "action_mask")), "positive integer 'size'"),
+    "input-without-name": (_with_inputs(GraphInput("", "episode_start")), "needs a non-empty name, found ''"),
+    "observation-key-not-names": (
+        replace(mlp(), inputs=(GraphInput("obs", "observation", key=("",)),)),
+        "key: expected a list of non-empty names",
+    ),
     "attr-wrong-type": (_with_node(2, op="softmax", attrs={"axis": "last"}), "'axis' must be an integer"),
     "attr-bool-for-number": (_with_node(2, op="elu", attrs={"alpha": True}), "'alpha' must be a number"),
     "attr-not-a-choice": (_with_node(2, op="gelu", attrs={"approximate": "exact"}), r"one of \['none', 'tanh'\]"),
@@ -192,6 +197,12 @@ INVALID = {
         "'layers' must be a positive integer",
     ),
     "output-not-a-name": (replace(mlp(), output=None), "output must be a value name"),
+    "lstm-too-many-layers": (
+        _with_node(
+            2, op="lstm", inputs=("h", "h", "h", "h"), outputs=("a", "b", "c"), attrs={"layers": 1025, "hidden_size": 4}
+        ),
+        r"'layers' must be a positive integer \(at most 1024\), found 1025",
+    ),
 }
 
 
@@ -259,6 +270,12 @@ BAD_JSON = {
         "batch_axis must be an integer",
     ),
     "mask-bad-size": (_json(inputs=[{"name": "m", "role": "action_mask", "size": 0}]), "positive integer 'size'"),
+    "graph-unknown-field": (_json(loop=True), r"the graph has field\(s\) \['loop'\] that this rlport does not know"),
+    "node-unknown-field": (_node_json(when="episode_start"), r"node 'tanh' has field\(s\) \['when'\]"),
+    "input-unknown-field": (
+        _json(inputs=[{"name": "obs", "role": "observation", "key": None, "scale": 2}]),
+        r"graph input 'obs' has field\(s\) \['scale'\].*pip install -U rlport",
+    ),
 }
 
 
@@ -349,6 +366,13 @@ def test_unknown_op_message_lists_every_supported_op():
         op_schema("conv3d")
     assert all(op in str(info.value) for op in OPS)
     assert "pip install -U rlport" in str(info.value)
+
+
+def test_limits_are_the_ones_in_the_spec():
+    text = " ".join(FORMAT_MD.read_text(encoding="utf-8").split())
+    assert MAX_STATE_ELEMENTS == 2**24 and MAX_LSTM_LAYERS == 1024
+    assert "at most 2^24 (16,777,216) elements in a `box` or `multi_binary` space and in a `state`" in text
+    assert "at most 1024 `lstm` layers" in text
 
 
 def test_required_attrs_are_marked():

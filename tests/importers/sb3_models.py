@@ -7,6 +7,7 @@ seeded noise so that ties and default initialisations cannot hide a bug.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,16 @@ OBS_SPACES: dict[str, spaces.Space] = {
             "img": spaces.Box(0, 255, (36, 36, 1), np.uint8),
         }
     ),
+    "box64": spaces.Box(-1.0, 1.0, (4,), np.float64),
+    "multibinary2d": spaces.MultiBinary([2, 3]),
+    "rgb_first": spaces.Box(0, 255, (3, 36, 36), np.uint8),  # already channel-first
+    "dict_mixed": spaces.Dict(
+        {
+            "z_bits": spaces.MultiBinary(3),
+            "a_choice": spaces.MultiDiscrete([2, 4]),
+            "m_pos": spaces.Box(-2.0, 2.0, (2, 2), np.float32),
+        }
+    ),
     "dict_vec": spaces.Dict(
         {"pos": spaces.Box(-5.0, 5.0, (3,), np.float32), "vel": spaces.Box(-1.0, 1.0, (2,), np.float32)}
     ),
@@ -87,6 +98,7 @@ ACTION_SPACES: dict[str, spaces.Space] = {
     "box2d": spaces.Box(_f32([[-1, -1, 0], [-2, 0, -0.5]]), _f32([[1, 2, 1], [0.5, 1, 0.5]]), dtype=np.float32),
     "wide": spaces.Box(-100.0, 100.0, (2,), np.float32),  # sampling statistics without clipping
     "unit": spaces.Box(-1.0, 1.0, (2,), np.float32),
+    "box64": spaces.Box(-0.5, np.array([1.0, 2.0], dtype=np.float64), dtype=np.float64),
     "multidiscrete": spaces.MultiDiscrete([3, 2, 4]),
     "multibinary": spaces.MultiBinary(4),
 }
@@ -108,8 +120,16 @@ class SpacesEnv(gym.Env):
     def step(self, action):
         return self.observation_space.sample(), 0.0, False, False, {}
 
-    def action_masks(self) -> np.ndarray:  # MaskablePPO looks for it
-        return np.ones(1, dtype=bool)
+    def action_masks(self) -> np.ndarray:
+        """MaskablePPO's learning asks for it: every action allowed."""
+        space = self.action_space
+        if isinstance(space, spaces.Discrete):
+            size = int(space.n)
+        elif isinstance(space, spaces.MultiDiscrete):
+            size = int(np.sum(space.nvec))
+        else:
+            size = 2 * int(np.prod(space.shape))
+        return np.ones(size, dtype=bool)
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -156,18 +176,52 @@ def make_model(spec: ModelSpec, seed: int = 0, env: Any = None) -> Any:
     kwargs = {**ALGO_KWARGS[spec.algo], **spec.kwargs}
     model = algo(spec.policy, env, policy_kwargs=policy_kwargs, device="cpu", seed=seed, **kwargs)
     perturb(model.policy, seed)
+    if policy_kwargs.get("normalize_images") is False:
+        _scale_first_convolutions(model.policy, 1.0 / 255.0)
+    _center_head(model, seed)
     model.policy.set_training_mode(False)
     return model
+
+
+def _center_head(model: Any, seed: int) -> None:
+    """Shift the output layer's bias so that each output averages zero over sampled observations.
+
+    ReLU features are positive on average, so random weights tend to favour one action for every
+    observation; centred outputs make every action (and both sides of every bound) occur.
+    """
+    policy = model.policy
+    heads = [getattr(policy, "action_net", None), getattr(getattr(policy, "q_net", None), "q_net", None)]
+    heads += [getattr(getattr(policy, "quantile_net", None), "quantile_net", None)]
+    heads += [getattr(getattr(policy, "actor", None), "mu", None)]
+    linears = [m for head in heads if head is not None for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears or linears[-1].bias is None:
+        return
+    outputs: list[torch.Tensor] = []
+    hook = linears[-1].register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
+    try:
+        model.predict(sample_obs(model.observation_space, 256, seed + 2000), deterministic=True)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        linears[-1].bias.sub_(outputs[0].mean(dim=0))
+
+
+def _scale_first_convolutions(policy: torch.nn.Module, factor: float) -> None:
+    """Keep activations O(1) on raw pixels, so that float32 round-off stays far below 1e-5."""
+    with torch.no_grad():
+        for module in policy.modules():
+            if type(module).__name__ == "NatureCNN":
+                module.cnn[0].weight.mul_(factor)
 
 
 def perturb(module: torch.nn.Module, seed: int) -> None:
     """Add seeded noise to every parameter and make running statistics non-trivial."""
     gen = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
-        for name, p in module.named_parameters():
-            fan_in = math.prod(p.shape[1:]) if p.ndim >= 2 else 4
+        for p in module.parameters():
             noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-            p.add_(noise / math.sqrt(fan_in))
+            scale = 1.0 / math.sqrt(math.prod(p.shape[1:])) if p.ndim >= 2 else 0.3  # weights / biases, log-stds
+            p.add_(noise * scale)
         for name, buf in module.named_buffers():
             leaf = name.rsplit(".", 1)[-1]
             if leaf in ("ra_mean", "running_mean"):
@@ -181,18 +235,27 @@ def perturb(module: torch.nn.Module, seed: int) -> None:
 
 def sample_obs(space: spaces.Space, n: int, seed: int) -> Any:
     """``n`` observations sampled from ``space`` (seeded), stacked along a new batch axis."""
-    space = _copy_space(space)
+    space = copy.deepcopy(space)  # seeding the shared space would change other tests' samples
     space.seed(seed)
     samples = [space.sample() for _ in range(n)]
     if isinstance(space, spaces.Dict):
-        return {key: np.stack([s[key] for s in samples]) for key in space.spaces}
-    return np.stack(samples)
+        batch = {key: np.stack([s[key] for s in samples]) for key in space.spaces}
+        return {key: _blocky(value, space[key], seed) for key, value in batch.items()}
+    return _blocky(np.stack(samples), space, seed)
 
 
-def _copy_space(space: spaces.Space) -> spaces.Space:
-    import copy
-
-    return copy.deepcopy(space)
+def _blocky(batch: np.ndarray, space: spaces.Space, seed: int) -> np.ndarray:
+    """Images made of random 6x6 blocks instead of pixel noise (whose CNN features hardly vary)."""
+    if not (isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3):
+        return batch
+    spatial = [size > 4 for size in space.shape]  # the channel axis (first or last) is small
+    coarse_shape = [-(-size // 6) if big else size for size, big in zip(space.shape, spatial, strict=True)]
+    image = np.random.default_rng(seed).integers(0, 256, (len(batch), *coarse_shape), dtype=np.uint8)
+    for axis, big in enumerate(spatial):
+        if big:
+            image = np.repeat(image, 6, axis=axis + 1)
+    h, w, c = space.shape
+    return np.ascontiguousarray(image[:, :h, :w, :c])
 
 
 def take(obs: Any, index: Any) -> Any:

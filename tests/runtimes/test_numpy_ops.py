@@ -111,18 +111,9 @@ def test_activation_matches_torch_on_extreme_inputs(op, attrs, module):
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
-# expm1 of a large positive input overflows in the branch that np.where then discards: the
-# values are right, but every such predict prints "RuntimeWarning: overflow encountered in expm1".
-# Fix in numpy_ops.py: np.expm1(np.minimum(x, 0)) (and x / alpha for celu).
-WARNS = {"elu", "celu", "selu"}
-
-
 @pytest.mark.parametrize(
     ("op", "attrs"),
-    [
-        pytest.param(op, attrs, marks=pytest.mark.xfail(op in WARNS, reason="expm1 overflow warning", strict=False))
-        for op, attrs, _ in ACTIVATIONS
-    ],
+    [(op, attrs) for op, attrs, _ in ACTIVATIONS],
     ids=ACTIVATION_IDS,
 )
 def test_activation_extreme_inputs_raise_no_floating_point_warning(op, attrs):

@@ -110,9 +110,9 @@ class Bundle:
         try:
             bundle = cls._from_manifest(manifest, members, what)
             bundle.validate()
-        except BundleError:
-            raise
         except RlportError as exc:
+            if str(exc).startswith(f"{what}: "):
+                raise
             raise type(exc)(f"{what}: {exc}") from exc
         return bundle
 
@@ -158,6 +158,8 @@ class Bundle:
             self.policy()
         except RlportError:
             raise
+        except MemoryError:
+            raise GraphError("running the graph on a dummy batch needs more memory than there is") from None
         except (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError) as exc:
             # A bound op rejected its attributes or parameters before it ever ran.
             raise GraphError(f"the graph cannot be prepared for running: {type(exc).__name__}: {exc}") from exc

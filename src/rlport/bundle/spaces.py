@@ -32,7 +32,11 @@ __all__ = [
     "leaves",
     "dummy_observation",
     "item_shape",
+    "MAX_ELEMENTS",
 ]
+
+MAX_ELEMENTS = 1 << 24
+"""The most elements a box or multi_binary space may have (docs/FORMAT.md section 1)."""
 
 
 def _encode_number(value: float | int) -> float | int | str:
@@ -87,6 +91,25 @@ def _int_list(value: Any, what: str, minimum: int | None = None) -> tuple[int, .
     return tuple(int(v) for v in value)
 
 
+def _check_size(shape: tuple[int, ...], kind: str) -> None:
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise SpaceError(
+            f"{kind} space of shape {tuple(shape)} has {math.prod(shape)} elements, "
+            f"more than the limit of {MAX_ELEMENTS}"
+        )
+
+
+def _numeric_dtype(name: Any, kind: str) -> np.dtype:
+    """A bool, integer or float numpy dtype, from its name."""
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise SpaceError(f"{kind} dtype {name!r} is not the name of a numpy bool, integer or float dtype")
+    return dtype
+
+
 def _require(data: dict, key: str, kind: str) -> Any:
     if key not in data:
         raise SpaceError(f"{kind} space: missing field '{key}'")
@@ -103,11 +126,8 @@ class BoxSpec:
     high: np.ndarray
 
     def __post_init__(self) -> None:
-        _int_list(self.shape, "box shape", minimum=0)
-        try:
-            np.dtype(self.dtype)
-        except TypeError as exc:
-            raise SpaceError(f"box dtype {self.dtype!r} is not a numpy dtype") from exc
+        _check_size(_int_list(self.shape, "box shape", minimum=0), "box")
+        _numeric_dtype(self.dtype, "box")
         for name, bound in (("low", self.low), ("high", self.high)):
             if not isinstance(bound, np.ndarray):
                 raise SpaceError(f"box {name} must be a numpy array, found {type(bound).__name__}")
@@ -136,11 +156,8 @@ class BoxSpec:
     @classmethod
     def from_json(cls, data: dict) -> BoxSpec:
         shape = _int_list(_require(data, "shape", "box"), "box shape", minimum=0)
-        dtype_name = _require(data, "dtype", "box")
-        try:
-            dtype = np.dtype(dtype_name)
-        except TypeError as exc:
-            raise SpaceError(f"box dtype {dtype_name!r} is not a numpy dtype") from exc
+        _check_size(shape, "box")
+        dtype = _numeric_dtype(_require(data, "dtype", "box"), "box")
         low = _decode_bounds(_require(data, "low", "box"), shape, dtype, "box low")
         high = _decode_bounds(_require(data, "high", "box"), shape, dtype, "box high")
         return cls(shape, dtype.name, low, high)
@@ -200,11 +217,7 @@ class MultiDiscreteSpec:
         _int_list(self.nvec, "multi_discrete nvec", minimum=1)
         _int_list(self.shape, "multi_discrete shape", minimum=0)
         _int_list(self.start, "multi_discrete start")
-        try:
-            integer = np.dtype(self.dtype).kind in "iu"
-        except TypeError:
-            integer = False
-        if not integer:
+        if _numeric_dtype(self.dtype, "multi_discrete").kind not in "iu":
             raise SpaceError(f"multi_discrete dtype must be a numpy integer dtype, found {self.dtype!r}")
         if math.prod(self.shape) != len(self.nvec) or len(self.start) != len(self.nvec):
             raise SpaceError(
@@ -236,7 +249,7 @@ class MultiBinarySpec:
     shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        _int_list(self.shape, "multi_binary shape", minimum=1)
+        _check_size(_int_list(self.shape, "multi_binary shape", minimum=1), "multi_binary")
 
     def to_json(self) -> dict:
         return {"type": "multi_binary", "shape": list(self.shape)}
@@ -301,7 +314,7 @@ def space_from_json(data: Any) -> SpaceSpec:
     if not isinstance(data, dict):
         raise SpaceError(f"a space must be a JSON object, found {type(data).__name__}")
     kind = data.get("type")
-    if kind not in _BY_TYPE:
+    if not isinstance(kind, str) or kind not in _BY_TYPE:
         raise SpaceError(f"unknown space type {kind!r}; known: {', '.join(_BY_TYPE)}")
     return _BY_TYPE[kind].from_json(data)
 

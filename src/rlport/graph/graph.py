@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,24 @@ from rlport.graph.schema import REQUIRED, op_schema
 __all__ = ["Node", "GraphInput", "Graph", "ROLES", "STAGES"]
 
 ROLES = ("observation", "state", "episode_start", "action_mask")
+MAX_STATE_ELEMENTS = 1 << 24
+"""The most elements (per batch row) a ``state`` input may have (docs/FORMAT.md section 1)."""
 STAGES = ("preprocess", "policy", "postprocess")
+
+
+_GRAPH_FIELDS = frozenset({"inputs", "output", *STAGES})
+_NODE_FIELDS = frozenset({"op", "inputs", "outputs", "params", "attrs"})
+_INPUT_FIELDS = frozenset({"name", "role", "key", "shape", "batch_axis", "output", "dtype", "size"})
+
+
+def _known_fields(data: dict, known: frozenset[str], what: str) -> None:
+    """Reject fields this version does not know: a newer minor version may give them a meaning."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GraphError(
+            f"{what} has field(s) {unknown} that this rlport does not know (known: {sorted(known)}); "
+            "the bundle may need a newer rlport (pip install -U rlport)"
+        )
 
 
 def _int(value: Any) -> bool:
@@ -90,6 +108,7 @@ class Node:
         if not isinstance(data, dict) or not isinstance(data.get("op"), str):
             raise GraphError(f"a graph node must be an object with an 'op' name, found {data!r}")
         what = f"node {data['op']!r}"
+        _known_fields(data, _NODE_FIELDS, what)
         params = data.get("params", {})
         attrs = data.get("attrs", {})
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
@@ -164,8 +183,10 @@ class GraphInput:
             _names(list(self.key), f"{where} key")
         if self.role == "state":
             shape = self.shape
-            if not isinstance(shape, tuple) or not all(_positive_int(v) for v in shape):
+            if not isinstance(shape, (tuple, list)) or not all(_positive_int(v) for v in shape):
                 raise GraphError(f"{where}: a state's shape must be a list of positive integers, found {shape!r}")
+            if math.prod(shape) > MAX_STATE_ELEMENTS:
+                raise GraphError(f"{where}: a state of shape {shape} is larger than the limit of {MAX_STATE_ELEMENTS}")
             if not isinstance(self.output, str) or not self.output:
                 raise GraphError(f"{where}: a state input must name its 'output' value, found {self.output!r}")
             if not _int(self.batch_axis) or not 0 <= self.batch_axis <= len(shape):
@@ -181,6 +202,7 @@ class GraphInput:
     def from_json(cls, data: Any) -> GraphInput:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             raise GraphError(f"a graph input must be an object with a 'name', found {data!r}")
+        _known_fields(data, _INPUT_FIELDS, f"graph input {data['name']!r}")
         role = data.get("role")
         key = data.get("key")
         if key is not None:
@@ -232,6 +254,7 @@ class Graph:
     def from_json(cls, data: Any) -> Graph:
         if not isinstance(data, dict):
             raise GraphError(f"the graph must be a JSON object, found {type(data).__name__}")
+        _known_fields(data, _GRAPH_FIELDS, "the graph")
         inputs = data.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             raise GraphError("the graph needs a non-empty 'inputs' list")

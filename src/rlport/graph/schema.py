@@ -16,6 +16,9 @@ from rlport.errors import GraphError
 
 __all__ = ["OpSchema", "OPS", "REQUIRED", "op_schema", "lstm_params"]
 
+MAX_LSTM_LAYERS = 1024
+"""The most layers an ``lstm`` node may have (each needs four tensors)."""
+
 REQUIRED = object()
 """Marks an attribute that has no default and must be given."""
 
@@ -34,6 +37,9 @@ class OpSchema:
         stochastic: whether the op reads the runtime's deterministic flag and random generator.
         dynamic_params: for ops whose parameter roles depend on attributes (``lstm``).
         optional_inputs: positions (from 0) of inputs that may be absent at run time (a mask).
+        mode_passthrough: for a stochastic op whose deterministic result is one of its inputs
+            unchanged (a Gaussian's mode is its mean), that input's position. A runtime may then
+            skip computing the other inputs when acting deterministically.
         attr_choices: attribute name -> the only values it may take (``gelu``'s ``approximate``).
     """
 
@@ -46,6 +52,7 @@ class OpSchema:
     stochastic: bool = False
     dynamic_params: Callable[[dict[str, Any]], dict[str, int | None]] | None = None
     optional_inputs: frozenset[int] = frozenset()
+    mode_passthrough: int | None = None
     attr_choices: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def param_roles(self, attrs: dict[str, Any]) -> dict[str, int | None]:
@@ -58,8 +65,10 @@ class OpSchema:
 def lstm_params(attrs: dict[str, Any]) -> dict[str, int | None]:
     """Per-layer parameter roles of the ``lstm`` op."""
     layers = attrs.get("layers", 0)
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
-        raise GraphError(f"op 'lstm': attribute 'layers' must be a positive integer, found {layers!r}")
+    if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= MAX_LSTM_LAYERS:
+        raise GraphError(
+            f"op 'lstm': attribute 'layers' must be a positive integer (at most {MAX_LSTM_LAYERS}), found {layers!r}"
+        )
     roles: dict[str, int | None] = {}
     for k in range(layers):
         roles.update({f"weight_ih.{k}": 2, f"weight_hh.{k}": 2, f"bias_ih.{k}": 1, f"bias_hh.{k}": 1})
@@ -158,6 +167,7 @@ _ACTION = [
         params={"log_std": None},
         optional_params=frozenset({"log_std"}),
         stochastic=True,
+        mode_passthrough=0,
     ),
     OpSchema(
         "gsde",
@@ -165,6 +175,7 @@ _ACTION = [
         params={"log_std": 2},
         attrs={"use_expln": False, "full_std": True, "epsilon": 1e-6},
         stochastic=True,
+        mode_passthrough=0,
     ),
     OpSchema("greedy", attrs={"epsilon": 0.0, "n": REQUIRED}, stochastic=True),
     OpSchema("rescale_to_bounds", params={"low": None, "high": None}),

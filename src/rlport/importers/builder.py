@@ -13,10 +13,16 @@ __all__ = ["GraphBuilder"]
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any device) or array-like as a C-contiguous numpy array."""
+    """A C-contiguous numpy copy, of the same shape, of a torch tensor (any device) or array-like.
+
+    bfloat16 tensors become float32 (numpy has no bfloat16). Scalars keep their shape ``()``.
+    """
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.ascontiguousarray(np.asarray(value))
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        value = value.numpy()
+    return np.array(value, order="C")  # a copy: training the model on must not change the bundle
 
 
 class GraphBuilder:

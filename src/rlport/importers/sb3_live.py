@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import os
 import platform
@@ -93,9 +94,22 @@ def _sb3_actions(model: Any, obs: Any, vec_normalize: Any) -> np.ndarray:
     return np.asarray(action)
 
 
+MAX_PROBE_BYTES = 1 << 20
+MIN_PROBES = 16
+
+
+def _probe_count(space: Any, requested: int) -> int:
+    """``requested``, lowered so that image-sized observations keep probes under about 1 MiB."""
+    if requested <= 0:
+        return 0
+    leaves = space.spaces.values() if type(space).__name__ == "Dict" else [space]
+    per_obs = sum(int(np.prod(s.shape or (1,))) * np.dtype(s.dtype or np.int64).itemsize for s in leaves)
+    return min(requested, max(MIN_PROBES, MAX_PROBE_BYTES // max(per_obs, 1)))
+
+
 def _probes(model: Any, vec_normalize: Any, count: int, recurrent: bool) -> dict[str, np.ndarray]:
     """Observations sampled from the space and SB3's own deterministic actions for them."""
-    space = model.observation_space
+    space = copy.deepcopy(model.observation_space)  # seeding the model's own space would change its env's samples
     space.seed(12345)
     samples = [space.sample() for _ in range(count)]
     tensors: dict[str, np.ndarray] = {}
@@ -137,7 +151,8 @@ def from_sb3(
         vec_normalize: the ``VecNormalize`` wrapper the model was trained with; its observation
             statistics become the bundle's pre-processing (return normalisation is recorded only).
         env_id: the gymnasium id to run the policy in; by default the model's training env id.
-        probes: how many parity probes to record (observations and SB3's deterministic actions).
+        probes: how many parity probes to record (observations and SB3's deterministic actions);
+            lowered for large observations so that they take about 1 MiB at most (16 at least).
         include_critic: also keep the value / Q networks and every other policy tensor, so that
             training can resume elsewhere. By default only what acting needs is kept.
         env_kwargs: keyword arguments for ``gymnasium.make``.
@@ -162,6 +177,7 @@ def from_sb3(
         for name, value in full.items():
             tensors.setdefault(name, value)
     recurrent = hasattr(model.policy, "lstm_actor")
+    probes = _probe_count(model.observation_space, probes)
     probe_tensors = _probes(model, vec_normalize, probes, recurrent) if probes > 0 else None
     source = {
         "framework": "stable-baselines3",

@@ -66,7 +66,8 @@ def _observations(b: GraphBuilder, policy: Any, vec_normalize: Any) -> str | dic
             x = _normalize(b, x, vec_normalize.obs_rms, vec_normalize, None)
         out = _leaf_preprocess(b, x, space, policy.normalize_images)
     else:
-        keys = (getattr(vec_normalize, "norm_obs_keys", None) or list(space.spaces)) if normalize else []
+        keys = getattr(vec_normalize, "norm_obs_keys", None) if normalize else []
+        keys = list(space.spaces) if keys is None else list(keys)  # an empty list normalises no key
         out = {}
         for key, sub in space.spaces.items():
             if _cls(sub) == "Dict":

@@ -167,7 +167,21 @@ def emit_module(b: GraphBuilder, module: Any, x: str, prefix: str) -> str:
         return b.add(op, [x], attrs=attrs)
     if name in _LAYERS:
         return _LAYERS[name](b, module, x, prefix)
-    raise UnsupportedError(
-        f"layer {name} (at {prefix or 'the top level'!r}) is not supported; supported layers: "
+    raise UnsupportedError(_unsupported_message(module, prefix))
+
+
+def _unsupported_message(module: Any, prefix: str) -> str:
+    """Name the layer, the unsupported layers inside it (a custom module), and what is supported."""
+    name = type(module).__name__
+    children = [m for m in getattr(module, "modules", list)() if m is not module]
+    inner = sorted({type(m).__name__ for m in children} - set(SUPPORTED_LAYERS) - {"ModuleDict", "ModuleList"})
+    if inner:
+        detail = f"; inside it: {', '.join(inner)} (not supported either)"
+    elif children:
+        detail = "; its layers are supported, but rlport cannot translate a custom module's forward()"
+    else:
+        detail = ""
+    return (
+        f"layer {name} (at {prefix or 'the top level'!r}) is not supported{detail}; supported layers: "
         f"{', '.join(SUPPORTED_LAYERS)}. Rebuild the policy from these layers, or open an issue"
     )

@@ -85,9 +85,10 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {
     "relu6": lambda x: np.minimum(np.maximum(x, 0), 6).astype(x.dtype),
     "leaky_relu": lambda x, negative_slope: _leaky(x, negative_slope),
     "rrelu": lambda x, lower, upper: _leaky(x, (lower + upper) / 2.0),
-    "elu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x)).astype(x.dtype),
-    "celu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x / alpha)).astype(x.dtype),
-    "selu": lambda x: (_SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(x))).astype(x.dtype),
+    # expm1 only of the negative part: the positive branch is discarded and would overflow.
+    "elu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype),
+    "celu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0) / alpha)).astype(x.dtype),
+    "selu": lambda x: (_SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0)))).astype(x.dtype),
     "gelu": _gelu,
     "silu": lambda x: x * sigmoid(x),
     "mish": lambda x: x * np.tanh(_softplus(x)),
@@ -276,7 +277,7 @@ def _gsde(mean, latent, *, log_std, use_expln, full_std, epsilon, ctx):
 
 
 def _greedy(q, *, epsilon, n, ctx):
-    action = np.argmax(q, axis=-1).astype(np.int64)
+    action = q.argmax(axis=-1)
     if ctx.deterministic or epsilon <= 0:
         return action
     explore = ctx.rng.random(action.shape) < epsilon
@@ -366,7 +367,12 @@ def _prepare_conv2d(params, attrs):
 
 
 def _prepare_rescale(params, attrs):
-    return {"low": params["low"], "span": params["high"] - params["low"]}
+    # Bounds with a leading batch axis of 1 take numpy's fast broadcasting path.
+    return {"low": params["low"][None], "span": (params["high"] - params["low"])[None]}
+
+
+def _prepare_clip_to_bounds(params, attrs):
+    return {"low": params["low"][None], "high": params["high"][None]}
 
 
 def _prepare_gaussian(params, attrs):
@@ -387,6 +393,7 @@ PREPARE: dict[str, Callable[[dict[str, np.ndarray], dict[str, Any]], dict[str, A
     "conv2d": _prepare_conv2d,
     "gaussian": _prepare_gaussian,
     "rescale_to_bounds": _prepare_rescale,
+    "clip_to_bounds": _prepare_clip_to_bounds,
     "layer_norm": _prepare_layer_norm,
 }
 """Load-time hooks: (params, attrs) -> the keyword arguments of the op function."""

@@ -48,14 +48,37 @@ def _bind(node, tensors: Mapping[str, np.ndarray], ctx: _Context):
         raise GraphError(f"op {node.op!r} has no numpy implementation")
     attrs = node.resolved_attrs()
     params = {role: _widen(tensors[name]) for role, name in node.params.items()}
-    kwargs = PREPARE[node.op](params, attrs) if node.op in PREPARE else {**params, **attrs}
+    try:
+        kwargs = PREPARE[node.op](params, attrs) if node.op in PREPARE else {**params, **attrs}
+    except (ValueError, TypeError, KeyError, IndexError, MemoryError) as exc:
+        raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
     if schema.stochastic:
         kwargs["ctx"] = ctx
     return functools.partial(fn, **kwargs) if kwargs else fn
 
 
-def _compile(graph, steps: list) -> Callable[..., tuple]:
-    """Straight-line Python for the graph: one line per node, values in local variables.
+def _live_steps(graph, steps: list, deterministic: bool) -> list:
+    """The steps that contribute to the outputs, and for each the inputs it passes through.
+
+    When acting deterministically, an op with ``mode_passthrough`` returns that input
+    unchanged, so its other inputs (a Gaussian's log_std branch) need not be computed.
+    """
+    needed = {graph.output, *(i.output for i in graph.inputs_with_role("state"))}
+    live = []
+    for fn, node in reversed(steps):
+        if not needed.intersection(node.outputs):
+            continue
+        passthrough = op_schema(node.op).mode_passthrough if deterministic else None
+        if node.op == "identity":
+            passthrough = 0
+        used = node.inputs if passthrough is None else (node.inputs[passthrough],)
+        needed.update(used)
+        live.append((fn, node, passthrough))
+    return live[::-1]
+
+
+def _compile(graph, steps: list, deterministic: bool) -> Callable[..., tuple]:
+    """Straight-line Python for the graph: one line per live node, values in local variables.
 
     Value names never reach the generated code (variables are ``v<slot>``), so a manifest
     cannot inject code; the functions are the bound ops in ``steps``.
@@ -63,9 +86,9 @@ def _compile(graph, steps: list) -> Callable[..., tuple]:
     slot = {graph_input.name: k for k, graph_input in enumerate(graph.inputs)}
     lines = [f"def run({', '.join(f'v{k}' for k in range(len(graph.inputs)))}):"]
     namespace: dict[str, Any] = {}
-    for index, (fn, node) in enumerate(steps):
-        if node.op == "identity":
-            slot[node.outputs[0]] = slot[node.inputs[0]]
+    for index, (fn, node, passthrough) in enumerate(_live_steps(graph, steps, deterministic)):
+        if passthrough is not None:
+            slot[node.outputs[0]] = slot[node.inputs[passthrough]]
             continue
         for name in node.outputs:
             slot[name] = len(slot)
@@ -117,7 +140,7 @@ class NumpyPolicy:
         graph = bundle.graph
         self._ctx = _Context(rng=np.random.default_rng(seed))
         self._steps = [(_bind(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
-        self._run = _compile(graph, self._steps)
+        self._programs = {mode: _compile(graph, self._steps, mode) for mode in (True, False)}
         self._inputs = graph.inputs
         roles = [graph_input.role for graph_input in graph.inputs]
         self._obs = []
@@ -166,7 +189,7 @@ class NumpyPolicy:
         Example:
             >>> action, state = policy.predict(obs, deterministic=True)   # doctest: +SKIP
         """
-        self._ctx.deterministic = deterministic
+        self._ctx.deterministic = bool(deterministic)
         if self._simple:
             values, vectorized = self._obs[0][2](observation)
             results = self._execute((values,))
@@ -220,7 +243,7 @@ class NumpyPolicy:
 
     def _execute(self, values) -> tuple:
         try:
-            return self._run(*values)
+            return self._programs[self._ctx.deterministic](*values)
         except RlportError:
             raise
         except _RUNTIME_ERRORS as exc:
@@ -248,6 +271,8 @@ class NumpyPolicy:
         obs = dummy_observation(self.observation_space, batch)
         with np.errstate(all="ignore"):
             action, _ = self.predict(obs, deterministic=True)
+        if isinstance(self.action_space, DictSpec):
+            raise GraphError("dict action spaces are not supported (SB3 does not support them either)")
         expected = (batch, *self.action_space.shape)
         if np.shape(action) != expected:
             raise GraphError(
@@ -258,6 +283,8 @@ class NumpyPolicy:
 
 def _leaf_space(space, key: tuple[str, ...]):
     for part in key:
+        if not isinstance(space, DictSpec):
+            raise GraphError(f"observation input key {list(key)} does not fit a {type(space).__name__} space")
         space = space[part]
     return space
 
