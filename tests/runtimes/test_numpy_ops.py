@@ -1,7 +1,7 @@
 """The numpy ops against torch's own modules, and against the semantics of docs/FORMAT.md 4.1.
 
-Each op is bound exactly as the runtime binds it (schema defaults, then the op's ``PREPARE``
-hook), and run on random and on extreme inputs.
+Each op is bound exactly as the runtime binds it (``numpy_ops.bind``: schema defaults, then the
+op's load-time hook), and run on random and on extreme inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from rlport.errors import ObservationError
 from rlport.graph.graph import Node
 from rlport.graph.schema import OPS
-from rlport.runtimes.numpy_ops import IMPLEMENTATIONS, PREPARE
+from rlport.runtimes import numpy_ops
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -28,10 +28,8 @@ def bind(op: str, params: dict | None = None, attrs: dict | None = None, *, dete
     """The op as the runtime runs it: a function of the value inputs only."""
     params = {role: np.asarray(value) for role, value in (params or {}).items()}
     resolved = Node(op, ("x",), ("y",), attrs=attrs or {}).resolved_attrs()
-    kwargs = PREPARE[op](params, resolved) if op in PREPARE else {**params, **resolved}
-    if OPS[op].stochastic:
-        kwargs["ctx"] = SimpleNamespace(deterministic=deterministic, rng=np.random.default_rng(seed))
-    return lambda *inputs: IMPLEMENTATIONS[op](*inputs, **kwargs)
+    ctx = SimpleNamespace(deterministic=deterministic, rng=np.random.default_rng(seed))
+    return numpy_ops.bind(op, params, resolved, ctx if OPS[op].stochastic else None)
 
 
 def run(op: str, *inputs, params=None, attrs=None, **ctx):

@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import numpy as np
 from rlport.bundle.spaces import DictSpec, batch_observation, dummy_observation, item_shape
 from rlport.errors import GraphError, ObservationError, RlportError
 from rlport.graph.schema import op_schema
-from rlport.runtimes.numpy_ops import IMPLEMENTATIONS, PREPARE
+from rlport.runtimes.numpy_ops import IMPLEMENTATIONS, bind
 
 if TYPE_CHECKING:
     from rlport.bundle.bundle import Bundle
@@ -42,19 +41,14 @@ def _widen(array: np.ndarray) -> np.ndarray:
 
 def _bind(node, tensors: Mapping[str, np.ndarray], ctx: _Context):
     """The node's op with its parameters and attributes bound: a function of its inputs only."""
-    schema = op_schema(node.op)
-    fn = IMPLEMENTATIONS.get(node.op)
-    if fn is None:
+    if node.op not in IMPLEMENTATIONS:
         raise GraphError(f"op {node.op!r} has no numpy implementation")
     attrs = node.resolved_attrs()
     params = {role: _widen(tensors[name]) for role, name in node.params.items()}
     try:
-        kwargs = PREPARE[node.op](params, attrs) if node.op in PREPARE else {**params, **attrs}
+        return bind(node.op, params, attrs, ctx if op_schema(node.op).stochastic else None)
     except (ValueError, TypeError, KeyError, IndexError, MemoryError) as exc:
         raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
-    if schema.stochastic:
-        kwargs["ctx"] = ctx
-    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 def _live_steps(graph, steps: list, deterministic: bool) -> list:
