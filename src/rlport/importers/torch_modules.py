@@ -74,28 +74,28 @@ def _conv2d(b: GraphBuilder, m: Any, x: str, prefix: str) -> str:
     return b.add("conv2d", [x], params, attrs)
 
 
+def _eval_norm(b: GraphBuilder, m: Any, x: str, prefix: str, names: tuple[str, str, str]) -> str:
+    """Eval-mode batch normalisation; ``names`` are the module's mean, var and scale attributes."""
+    mean, var, scale = names
+    params = {
+        "mean": b.tensor(_join(prefix, mean), getattr(m, mean)),
+        "var": b.tensor(_join(prefix, var), getattr(m, var)),
+    }
+    if m.affine:
+        params["weight"] = b.tensor(_join(prefix, scale), getattr(m, scale))
+        params["bias"] = b.tensor(_join(prefix, "bias"), m.bias)
+    return b.add("batch_norm", [x], params, {"epsilon": float(m.eps)})
+
+
 def _batch_norm(b: GraphBuilder, m: Any, x: str, prefix: str) -> str:
     if getattr(m, "running_mean", None) is None:
         raise UnsupportedError(f"BatchNorm at {prefix!r} keeps no running statistics (track_running_stats=False)")
-    params = {
-        "mean": b.tensor(_join(prefix, "running_mean"), m.running_mean),
-        "var": b.tensor(_join(prefix, "running_var"), m.running_var),
-    }
-    if m.affine:
-        params["weight"] = b.tensor(_join(prefix, "weight"), m.weight)
-        params["bias"] = b.tensor(_join(prefix, "bias"), m.bias)
-    return b.add("batch_norm", [x], params, {"epsilon": float(m.eps)})
+    return _eval_norm(b, m, x, prefix, ("running_mean", "running_var", "weight"))
 
 
 def _batch_renorm(b: GraphBuilder, m: Any, x: str, prefix: str) -> str:
-    params = {
-        "mean": b.tensor(_join(prefix, "ra_mean"), m.ra_mean),
-        "var": b.tensor(_join(prefix, "ra_var"), m.ra_var),
-    }
-    if m.affine:
-        params["weight"] = b.tensor(_join(prefix, "scale"), m.scale)
-        params["bias"] = b.tensor(_join(prefix, "bias"), m.bias)
-    return b.add("batch_norm", [x], params, {"epsilon": float(m.eps)})
+    """sb3-contrib's BatchRenorm (CrossQ): in eval mode a batch norm over its running averages."""
+    return _eval_norm(b, m, x, prefix, ("ra_mean", "ra_var", "scale"))
 
 
 def _layer_norm(b: GraphBuilder, m: Any, x: str, prefix: str) -> str:
