@@ -13,22 +13,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 
 import rlport
-
-BLOCKER = textwrap.dedent(
-    """
-    import sys, importlib.abc
-
-    BLOCKED = ("torch", "stable_baselines3", "sb3_contrib", "gymnasium", "gym", "onnxruntime")
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, Block())
-    """
-)
+from isolation import BLOCKER
 
 
 def run_blocked(code: str) -> dict:

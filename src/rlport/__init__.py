@@ -27,6 +27,7 @@ from rlport.errors import (
     ObservationError,
     RlportError,
     SpaceError,
+    UnsafeFileError,
     UnsupportedError,
 )
 
@@ -36,6 +37,8 @@ __all__ = [
     "Bundle",
     "load",
     "from_sb3",
+    "import_sb3",
+    "import_zoo",
     "RlportError",
     "BundleError",
     "FormatVersionError",
@@ -46,6 +49,7 @@ __all__ = [
     "ObservationError",
     "MissingDependencyError",
     "EnvError",
+    "UnsafeFileError",
     "__version__",
 ]
 
@@ -75,3 +79,29 @@ def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, *
     from rlport.importers.sb3_live import from_sb3 as _from_sb3
 
     return _from_sb3(model, vec_normalize=vec_normalize, env_id=env_id, **kwargs)
+
+
+def import_sb3(path: str | os.PathLike, vecnormalize: str | os.PathLike | None = None, **kwargs: Any) -> Bundle:
+    """Import an SB3 ``.zip`` (SB3 1.0 to 2.x, sb3-contrib) without torch and without running pickle.
+
+    See :func:`rlport.importers.sb3_import.import_sb3` for the arguments.
+
+    Example:
+        >>> bundle = rlport.import_sb3("model.zip", vecnormalize="vecnormalize.pkl")   # doctest: +SKIP
+    """
+    from rlport.importers.sb3_import import import_sb3 as _import_sb3
+
+    return _import_sb3(path, vecnormalize=vecnormalize, **kwargs)
+
+
+def import_zoo(folder: str | os.PathLike, **kwargs: Any) -> Bundle:
+    """Import an RL Zoo run folder (``ALGO/ENV_1/``): model, VecNormalize, wrappers, published returns.
+
+    See :func:`rlport.importers.zoo.import_zoo` for the arguments.
+
+    Example:
+        >>> bundle = rlport.import_zoo("rl-trained-agents/ppo/Walker2d-v3_1")   # doctest: +SKIP
+    """
+    from rlport.importers.zoo import import_zoo as _import_zoo
+
+    return _import_zoo(folder, **kwargs)

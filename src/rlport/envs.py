@@ -119,8 +119,15 @@ def make_env(spec: EnvSpec, env_id: str | None = None, env_kwargs: dict[str, Any
     return env
 
 
-def check_spaces(policy: Any, env: Any) -> None:
-    """Raise :class:`SpaceError` naming the first difference between the env's and the bundle's spaces."""
+def check_spaces(policy: Any, env: Any, exact: bool = True) -> None:
+    """Raise :class:`SpaceError` naming the first difference between the env's and the bundle's spaces.
+
+    Args:
+        policy: a loaded policy (its ``observation_space`` and ``action_space`` specs).
+        env: a gymnasium env.
+        exact: compare everything; when False, only types, shapes, sizes and dtype kinds
+            (Box bounds and float widths may differ: the graph casts observations anyway).
+    """
     from rlport.bundle.spaces import is_image
     from rlport.importers.gym_spaces import spec_from_space
 
@@ -132,11 +139,25 @@ def check_spaces(policy: Any, env: Any) -> None:
             and getattr(theirs, "shape", None) == tuple(ours.shape[i] for i in (1, 2, 0))
         ):
             continue  # channel-last env, channel-first policy: predict transposes, as SB3 does
-        if theirs.to_json() != ours.to_json():
+        if _layout(theirs, exact) != _layout(ours, exact):
             raise SpaceError(
                 f"the env's {role} space {_describe(theirs)} differs from the bundle's {_describe(ours)}; "
                 "pass the env the policy was trained on (--env ID)"
             )
+
+
+def _layout(spec: Any, with_bounds: bool) -> Any:
+    data = spec.to_json()
+    return data if with_bounds else _layout_json(data)
+
+
+def _layout_json(data: dict) -> Any:
+    if data["type"] == "dict":
+        return [(e["key"], _layout_json(e["space"])) for e in data["spaces"]]
+    loose = {k: v for k, v in data.items() if k not in ("low", "high")}
+    if str(loose.get("dtype", "")).startswith("float"):
+        loose["dtype"] = "float"
+    return loose
 
 
 def _describe(spec: Any) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "ObservationError",
     "MissingDependencyError",
     "EnvError",
+    "UnsafeFileError",
 ]
 
 
@@ -56,6 +57,10 @@ class EnvError(RlportError):
     """The environment recorded in a bundle cannot be created here."""
 
 
+class UnsafeFileError(RlportError):
+    """A model file asks to run code or do something rlport refuses; nothing of it was executed."""
+
+
 def require(module: str, extra: str, feature: str):
     """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra.
 
@@ -70,3 +75,7 @@ def require(module: str, extra: str, feature: str):
         raise MissingDependencyError(
             f"{feature} needs the '{module}' package; install it with pip install \"rlport[{extra}]\""
         ) from exc
+
+
+class RlportWarning(UserWarning):
+    """Something rlport did on the user's behalf that they should know about (a renamed env id)."""

@@ -32,6 +32,7 @@ __all__ = [
     "leaves",
     "dummy_observation",
     "item_shape",
+    "sample_observations",
     "MAX_ELEMENTS",
 ]
 
@@ -437,3 +438,48 @@ def _(space: MultiBinarySpec, batch: int) -> np.ndarray:
 @dummy_observation.register
 def _(space: DictSpec, batch: int) -> dict:
     return {key: dummy_observation(sub, batch) for key, sub in space.spaces}
+
+
+@singledispatch
+def sample_observations(space, n: int, rng: np.random.Generator) -> Any:
+    """``n`` observations drawn from ``space`` (bounded: uniform; unbounded: normal), like gymnasium's sample."""
+    raise SpaceError(f"cannot sample from {type(space).__name__}")
+
+
+@sample_observations.register
+def _(space: BoxSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    shape = (n, *space.shape)
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if np.dtype(space.dtype).kind in "iub":
+        return rng.integers(low, high, size=shape, endpoint=True).astype(space.dtype)
+    normal = rng.standard_normal(shape)
+    bounded = np.isfinite(low) & np.isfinite(high)
+    uniform = rng.uniform(np.where(bounded, low, 0.0), np.where(bounded, high, 1.0), size=shape)
+    above = np.isfinite(low) & ~np.isfinite(high)
+    below = ~np.isfinite(low) & np.isfinite(high)
+    exponential = rng.exponential(size=shape)
+    out = np.where(bounded, uniform, normal)
+    out = np.where(above, np.where(np.isfinite(low), low, 0.0) + exponential, out)
+    out = np.where(below, np.where(np.isfinite(high), high, 0.0) - exponential, out)
+    return out.astype(space.dtype)
+
+
+@sample_observations.register
+def _(space: DiscreteSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    return (space.start + rng.integers(0, space.n, size=n)).astype(np.int64)
+
+
+@sample_observations.register
+def _(space: MultiDiscreteSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    nvec, start = np.asarray(space.nvec), np.asarray(space.start)
+    return (start + rng.integers(0, nvec, size=(n, len(nvec)))).reshape(n, *space.shape).astype(space.dtype)
+
+
+@sample_observations.register
+def _(space: MultiBinarySpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, 2, size=(n, *space.shape)).astype(np.int8)
+
+
+@sample_observations.register
+def _(space: DictSpec, n: int, rng: np.random.Generator) -> dict:
+    return {key: sample_observations(sub, n, rng) for key, sub in space.spaces}

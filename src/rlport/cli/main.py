@@ -146,6 +146,61 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["ok"] else EXIT_CHECK_FAILED
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+    from pathlib import Path
+
+    from rlport.errors import RlportWarning
+    from rlport.importers.sb3_import import import_sb3
+    from rlport.importers.zoo import import_zoo
+
+    began = time.perf_counter()
+    source = Path(args.source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", RlportWarning)
+        if source.is_dir():
+            if args.vecnormalize:
+                print("rlport import: --vecnormalize is read from the run folder; drop the option", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic)
+        else:
+            bundle = import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, probes=args.probes,
+                                include_critic=args.include_critic, algorithm=args.algorithm)  # fmt: skip
+        bundle.save(args.output)
+    seconds = time.perf_counter() - began
+    prov = bundle.provenance
+    result = {
+        "source": str(source),
+        "output": args.output,
+        "seconds": seconds,
+        "env": bundle.env.to_json(),
+        "algorithm": prov.get("algorithm"),
+        "sb3_version": prov.get("framework_version"),
+        "normalized": any(n.op == "normalize" for n in bundle.graph.preprocess),
+        "published_return": prov.get("published_return_mean"),
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, RlportWarning)],
+        "size_bytes": Path(args.output).stat().st_size,
+    }
+
+    def render(r: dict[str, Any]) -> str:
+        rows = [
+            ("imported", f"{r['source']} -> {r['output']} ({r['size_bytes'] / 1024:.1f} KiB) in {r['seconds']:.2f} s"),
+            ("algorithm", f"{r['algorithm'] or '?'} (saved by SB3 {r['sb3_version'] or 'unknown'})"),
+            ("env", f"{r['env']['id'] or 'none recorded (pass --env ID)'}"
+                    + "".join(f" + {w['name']}" for w in r["env"]["wrappers"])),
+            ("VecNormalize", "applied in the graph" if r["normalized"] else "none"),
+        ]  # fmt: skip
+        if r["published_return"] is not None:
+            rows.append(("published return", f"{r['published_return']:.2f} (from evaluations.npz)"))
+        rows += [("warning", w) for w in r["warnings"]]
+        return _table(rows)
+
+    _emit(result, args.json, render)
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     from rlport import __version__
 
@@ -167,6 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("import", help="convert an SB3 .zip or an RL Zoo run folder, without running its pickles")
+    p.add_argument("source", help="an SB3 model .zip, or an RL Zoo run folder (ALGO/ENV_1)")
+    p.add_argument("-o", "--output", required=True, help="the bundle to write (.rlp)")
+    p.add_argument("--vecnormalize", default=None, help="the run's vecnormalize.pkl (for a bare .zip)")
+    p.add_argument("--env", default=None, help="gymnasium env id to record (default: the run's)")
+    p.add_argument("--algorithm", default=None, help="algorithm name when the file does not tell (A2C, PPO, TRPO)")
+    p.add_argument("--probes", type=int, default=256)
+    p.add_argument("--include-critic", action="store_true", help="keep every tensor of the model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("demo", help="train PPO on CartPole, export, reload in a fresh process, compare with SB3")
     p.add_argument("--out", default="rlport-demo", help="folder for the SB3 .zip and the bundle")

@@ -27,13 +27,21 @@ def _cls(obj: Any) -> str:
 # ---- observations ------------------------------------------------------------------------
 
 
+def _is_image_space(space: Any) -> bool:
+    """SB3's ``is_image_space`` (channels not checked): a 3-d uint8 Box bounded by 0 and 255."""
+    return (
+        len(space.shape) == 3
+        and np.dtype(space.dtype) == np.uint8
+        and bool(np.all(np.asarray(space.low) == 0))
+        and bool(np.all(np.asarray(space.high) == 255))
+    )
+
+
 def _leaf_preprocess(b: GraphBuilder, x: str, space: Any, normalize_images: bool) -> str:
     """SB3's ``preprocess_obs`` for one non-dict space."""
-    from stable_baselines3.common.preprocessing import is_image_space
-
     kind = _cls(space)
     if kind == "Box":
-        if normalize_images and is_image_space(space):
+        if normalize_images and _is_image_space(space):
             return b.add("divide", [x], attrs={"divisor": 255.0})
         return b.add("cast", [x], attrs={"dtype": "float32"})
     if kind == "Discrete":
@@ -155,6 +163,8 @@ def _actor_critic(b: GraphBuilder, policy: Any, obs: Any, mask: str | None) -> s
     latent = _features(b, getattr(policy, extractor_name), obs, extractor_name)
     if hasattr(policy, "lstm_actor"):
         latent = _lstm(b, policy.lstm_actor, latent, "lstm_actor")
+    if hasattr(policy.mlp_extractor, "shared_net"):  # saved by SB3 < 1.8: layers shared with the critic
+        latent = emit_module(b, policy.mlp_extractor.shared_net, latent, "mlp_extractor.shared_net")
     latent = emit_module(b, policy.mlp_extractor.policy_net, latent, "mlp_extractor.policy_net")
     mean = emit_module(b, policy.action_net, latent, "action_net")
     dist = policy.action_dist

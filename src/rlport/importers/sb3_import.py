@@ -1,0 +1,167 @@
+"""``rlport.import_sb3``: an SB3 ``.zip`` (and its ``vecnormalize.pkl``) to a bundle, torch-free.
+
+Example:
+    >>> bundle = rlport.import_sb3("model.zip", vecnormalize="vecnormalize.pkl", env_id="Pendulum-v1")  # doctest: +SKIP
+    >>> bundle.save("model.rlp")                                                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from rlport.bundle.bundle import Bundle
+from rlport.bundle.manifest import EnvSpec, ProbeInfo
+from rlport.bundle.spaces import sample_observations
+from rlport.errors import BundleError, RlportError, UnsupportedError
+from rlport.importers.gym_spaces import spec_from_space
+from rlport.importers.sb3_live import _created, jsonable
+from rlport.importers.sb3_policies import build_graph
+from rlport.importers.sb3_skeleton import build_policy
+from rlport.importers.sb3_zip import SB3File, read_sb3_zip
+from rlport.importers.vecnormalize import read_vecnormalize
+
+__all__ = ["import_sb3", "algorithm_of"]
+
+_ALGORITHMS = [
+    ("sb3_contrib.qrdqn.", "QRDQN"),
+    ("sb3_contrib.tqc.", "TQC"),
+    ("sb3_contrib.crossq.", "CrossQ"),
+    ("sb3_contrib.ars.", "ARS"),
+    ("sb3_contrib.trpo.", "TRPO"),
+    ("sb3_contrib.ppo_mask.", "MaskablePPO"),
+    ("sb3_contrib.common.maskable.", "MaskablePPO"),
+    ("sb3_contrib.ppo_recurrent.", "RecurrentPPO"),
+    ("sb3_contrib.common.recurrent.", "RecurrentPPO"),
+    ("stable_baselines3.dqn.", "DQN"),
+    ("stable_baselines3.sac.", "SAC"),
+    ("stable_baselines3.td3.", "TD3"),
+    ("stable_baselines3.ddpg.", "DDPG"),
+    ("stable_baselines3.ppo.", "PPO"),
+    ("stable_baselines3.a2c.", "A2C"),
+]
+
+
+def algorithm_of(policy_class: str) -> str | None:
+    """The algorithm a policy class belongs to, when its module says (A2C/PPO/TRPO share one)."""
+    for prefix, name in _ALGORITHMS:
+        if policy_class.startswith(prefix):
+            return name
+    return None
+
+
+def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
+    from rlport import __version__
+
+    info = f.system_info
+    return {
+        "framework": "stable-baselines3",
+        "framework_version": f.sb3_version,
+        "algorithm": algorithm or algorithm_of(f.policy_class),
+        "policy_class": f.policy_class.rsplit(".", 1)[-1],
+        "num_timesteps": int(f.data.get("num_timesteps", 0) or 0),
+        "python": info.get("Python"),
+        "numpy": info.get("Numpy"),
+        "torch": info.get("PyTorch"),
+        "gymnasium": info.get("Gymnasium") or info.get("Gym"),
+        "gpu_enabled": info.get("GPU Enabled"),
+        "platform": info.get("OS"),
+        "imported_from": os.path.basename(f.path),
+        "created": _created(),
+        "exporter": f"rlport {__version__}",
+    }
+
+
+def _probes(bundle: Bundle, count: int) -> tuple[dict[str, np.ndarray], ProbeInfo]:
+    """Observations sampled from the space with this runtime's actions (SB3 is not run on import)."""
+    obs = sample_observations(bundle.observation_space, count, np.random.default_rng(12345))
+    policy = bundle.policy()
+    tensors = {f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}
+    if not policy.is_recurrent:
+        tensors["action"] = np.asarray(policy.predict(obs, deterministic=True)[0])
+        return tensors, ProbeInfo(count, False, "rlport numpy runtime at import (SB3 was not run)")
+    starts = np.random.default_rng(0).random(count) < 0.1
+    starts[0] = True
+    state, actions = None, []
+    for i in range(count):
+        step = {k: v[i : i + 1] for k, v in obs.items()} if isinstance(obs, dict) else obs[i : i + 1]
+        action, state = policy.predict(step, state=state, episode_start=starts[i : i + 1], deterministic=True)
+        actions.append(action[0])
+    tensors["action"] = np.stack(actions)
+    tensors["episode_start"] = starts.astype(np.float32)
+    return tensors, ProbeInfo(count, True, "rlport numpy runtime at import (SB3 was not run)")
+
+
+def import_sb3(
+    path: str | os.PathLike,
+    vecnormalize: str | os.PathLike | None = None,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    probes: int = 256,
+    include_critic: bool = False,
+    algorithm: str | None = None,
+    env: EnvSpec | None = None,
+) -> Bundle:
+    """Import an SB3 / sb3-contrib ``.zip`` saved by any SB3 version from 1.0, without torch or pickle.
+
+    Args:
+        path: the model ``.zip``.
+        vecnormalize: its ``vecnormalize.pkl``, whose observation statistics become pre-processing.
+        env_id: the gymnasium env id to record (SB3 files do not name their env).
+        env_kwargs: kwargs for ``gymnasium.make``.
+        probes: how many probes to record (actions computed by rlport's runtime at import).
+        include_critic: also keep every other tensor of ``policy.pth`` (value / Q networks).
+        algorithm: the algorithm name, when the policy class does not tell (A2C, PPO, TRPO).
+        env: a full env spec (wrappers...) instead of ``env_id``/``env_kwargs``.
+
+    Raises:
+        BundleError, UnsafeFileError, UnsupportedError: see :func:`rlport.importers.sb3_zip.read_sb3_zip`.
+    """
+    f = read_sb3_zip(path)
+    stats = None
+    if vecnormalize is not None:
+        try:
+            raw = Path(vecnormalize).read_bytes()
+        except OSError as exc:
+            raise BundleError(f"cannot read {vecnormalize}: {exc.strerror or exc}") from exc
+        stats = read_vecnormalize(raw, what=str(vecnormalize))
+    policy = build_policy(f.policy_class, f.state_dict, f.observation_space, f.action_space, f.policy_kwargs)
+    model = SimpleNamespace(policy=policy, exploration_rate=float(f.data.get("exploration_rate", 0.0) or 0.0))
+    builder = build_graph(model, stats)
+    tensors = dict(builder.tensors)
+    if include_critic:
+        for name, value in f.state_dict.items():
+            tensors.setdefault(name, value)
+    source = {
+        "framework": "stable-baselines3",
+        "algorithm": algorithm or algorithm_of(f.policy_class),
+        "policy_class": f.policy_class,
+        "policy_kwargs": jsonable(f.policy_kwargs),
+        "state_dict": [name for name in f.state_dict if name in tensors],
+        "includes_critic": bool(include_critic),
+        "squash_output": bool(policy.squash_output),
+        "imported": True,
+        "sb3_version": f.sb3_version,
+    }
+    if stats is not None:
+        source["vec_normalize"] = stats.summary() if hasattr(stats, "summary") else {"norm_obs": bool(stats.norm_obs)}
+    bundle = Bundle(
+        observation_space=spec_from_space(f.observation_space),
+        action_space=spec_from_space(f.action_space),
+        graph=builder.build(builder.output),
+        tensors=tensors,
+        env=env or EnvSpec(id=env_id, kwargs=dict(env_kwargs or {})),
+        provenance=_provenance(f, algorithm),
+        source=source,
+    )
+    try:
+        bundle.validate()
+    except RlportError as exc:
+        raise UnsupportedError(f"{path}: the imported graph does not validate ({exc}); please report this") from exc
+    if probes > 0:
+        bundle.probes, bundle.probe_info = _probes(bundle, probes)
+    return bundle

@@ -1,0 +1,324 @@
+"""Read ``torch.save`` state_dicts into numpy arrays, without torch and without running pickle code.
+
+Both layouts ``torch.save`` has written are read:
+
+- zip (PyTorch >= 1.6): one top folder ``P`` holding ``P/data.pkl`` (the pickle; tensors refer to
+  storages by persistent id ``('storage', StorageType, key, location, numel)``), ``P/data/<key>``
+  (each storage's raw bytes), ``P/byteorder`` (``little``/``big``; absent means little) and
+  ``P/version``.
+- legacy (PyTorch < 1.6): five things in a row: a pickled magic number, the protocol version
+  (1001), a sys-info dict, the main pickle (persistent ids add a sixth item, a storage view or
+  None), a pickled list of storage keys; then for each key in that order an int64 little-endian
+  element count and the storage's raw little-endian bytes.
+
+Every pickle goes through :mod:`rlport.importers.safe_pickle` with only the tensor rebuilders
+below added to its allow-list. Storage locations (``cuda:0``) are ignored: tensors load on CPU.
+Tensors are views (offset, size, stride) of storages; each is checked against its storage and
+copied out contiguous. bfloat16 is widened to float32.
+
+Example:
+    >>> state_dict = read_torch_file(zip_member_bytes, what="model.zip: policy.pth")   # doctest: +SKIP
+    >>> state_dict["action_net.weight"].shape                                          # doctest: +SKIP
+    (2, 64)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlport.errors import BundleError, UnsupportedError
+from rlport.importers import safe_pickle
+
+__all__ = ["read_torch_file", "TORCH_GLOBALS", "MAX_TENSOR_BYTES", "MAGIC_NUMBER"]
+
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+MAX_TENSOR_BYTES = 1 << 31
+_NUMPY = {"float64": "f8", "float32": "f4", "float16": "f2", "bfloat16": "u2", "int64": "i8", "int32": "i4",
+          "int16": "i2", "int8": "i1", "uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "bool": "u1",
+          "complex64": "c8", "complex128": "c16"}  # fmt: skip
+_STORAGES = {"DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+             "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
+             "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+             "ComplexDoubleStorage": "complex128", "UntypedStorage": "untyped"}  # fmt: skip
+_UNSUPPORTED = ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu", "complex32")
+
+
+@dataclass(eq=False)
+class _Storage:
+    key: str
+    dtype: str  # a torch dtype name, or "untyped" (bytes)
+    numel: int
+    root: _Storage | None = None  # legacy storage views: the storage they slice
+    offset: int = 0  # legacy storage views: where, in elements
+
+    @property
+    def itemsize(self) -> int:
+        return 1 if self.dtype == "untyped" else np.dtype(_NUMPY[self.dtype]).itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.itemsize
+
+
+@dataclass(eq=False)
+class _Tensor:
+    storage: _Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: str
+    metadata: Any = field(default=None)
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(type(v) is int for v in value):
+        raise ValueError(f"a tensor size or stride is not a tuple of ints: {value!r:.80}")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any) -> _Tensor:
+    """``torch._utils._rebuild_tensor``: a tensor record, checked against its storage later."""
+    if not isinstance(storage, _Storage) or type(storage_offset) is not int:
+        raise ValueError("a tensor does not refer to a storage")
+    return _Tensor(storage, storage_offset, _ints(size), _ints(stride), storage.dtype)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    tensor = _rebuild_tensor(storage, storage_offset, size, stride)
+    tensor.metadata = metadata
+    return tensor
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, hooks, dtype, metadata=None):
+    """For dtypes without a legacy storage class (uint16...): untyped storage plus a dtype global."""
+    tensor = _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks, metadata)
+    tensor.dtype = (safe_pickle.global_name(dtype) or "?").removeprefix("torch.")
+    return tensor
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any = False, hooks: Any = None, state: Any = None) -> _Tensor:
+    if not isinstance(data, _Tensor):
+        raise ValueError("a Parameter does not wrap a tensor")
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> _Tensor:
+    """``torch._tensor._rebuild_from_type_v2``: a plain tensor or Parameter with Python attributes (dropped)."""
+    if func not in _REBUILDERS or safe_pickle.global_name(new_type) not in _TENSOR_TYPES:
+        raise ValueError(f"a tensor subclass {safe_pickle.global_name(new_type)} is not supported")
+    return func(*args)
+
+
+_REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
+_TENSOR_TYPES = ("torch.Tensor", "torch.nn.parameter.Parameter")
+_REFS = [f"torch.{s}" for s in _STORAGES] + [f"torch.cuda.{s}" for s in _STORAGES if s != "UntypedStorage"]
+_REFS += ["torch.storage.UntypedStorage", *_TENSOR_TYPES]
+_REFS += [f"torch.{name}" for name in (*_NUMPY, *_UNSUPPORTED)]
+TORCH_GLOBALS: dict[str, Any] = {
+    "torch._utils._rebuild_tensor": _rebuild_tensor,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+    **{name: safe_pickle.ref(name) for name in _REFS},
+}
+"""The globals a torch pickle may name on top of safe_pickle's allow-list (storage types, dtypes)."""
+
+
+def _persistent_loader(storages: dict[str, _Storage]):
+    """torch's persistent ids -> storage records (``storages`` collects them by key)."""
+
+    def persistent_load(pid: Any) -> _Storage:
+        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] not in ("storage", b"storage"):
+            raise ValueError(f"unexpected persistent id {pid!r:.100}; only tensor storages are read")
+        _, storage_type, key, location, numel = pid[:5]
+        dtype = _STORAGES.get((safe_pickle.global_name(storage_type) or "").rsplit(".", 1)[-1])
+        if dtype is None or not isinstance(key, str) or not isinstance(location, (str, bytes)):
+            raise ValueError(f"bad storage reference {pid!r:.100}")
+        if type(numel) is not int or not 0 <= numel <= MAX_TENSOR_BYTES:
+            raise ValueError(f"storage {key!r} claims {numel!r} elements")
+        storage = storages.setdefault(key, _Storage(key, dtype, numel))
+        if (storage.dtype, storage.numel, storage.root) != (dtype, numel, None):
+            raise ValueError(f"storage {key!r} is referred to with two types or sizes")
+        view = pid[5] if len(pid) == 6 else None
+        if view is None:
+            return storage
+        view_key, offset, size = view
+        if not isinstance(view_key, str) or type(offset) is not int or type(size) is not int or view_key == key:
+            raise ValueError(f"bad storage view {view!r:.100}")
+        view_storage = storages.setdefault(view_key, _Storage(view_key, dtype, size, storage, offset))
+        if view_storage.root is not storage or (view_storage.offset, view_storage.numel) != (offset, size):
+            raise ValueError(f"storage view {view_key!r} is referred to in two ways")
+        return view_storage
+
+    return persistent_load
+
+
+def _load_main(stream: io.BytesIO, what: str) -> tuple[Any, dict[str, _Storage]]:
+    storages: dict[str, _Storage] = {}
+    obj = safe_pickle.load(stream, what=what, persistent_load=_persistent_loader(storages), extra_globals=TORCH_GLOBALS)
+    return obj, {key: s for key, s in storages.items() if s.root is None}
+
+
+# ---- the two layouts -----------------------------------------------------------------------
+
+
+def _member(archive: zipfile.ZipFile, name: str, what: str, size: int | None = None) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise BundleError(f"{what}: the archive has no member {name!r}") from None
+    if info.file_size > MAX_TENSOR_BYTES or (size is not None and info.file_size != size):
+        raise BundleError(f"{what}: member {name!r} holds {info.file_size} bytes, expected {size}")
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise BundleError(f"{what}: member {name!r} is damaged ({exc})") from exc
+
+
+def _read_zip(data: bytes, what: str) -> tuple[Any, dict[str, bytes], bool]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+        raise BundleError(f"{what}: not a readable torch zip archive ({exc})") from exc
+    for name in names:
+        if name.startswith("/") or ".." in name.split("/") or "\\" in name or "\x00" in name:
+            raise BundleError(f"{what}: refused archive member {name!r}: not a safe relative path")
+    pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+    if len(pickles) != 1 or len(set(names)) != len(names):
+        raise BundleError(f"{what}: expected one PREFIX/data.pkl and unique member names in a torch archive")
+    prefix = pickles[0].split("/")[0]
+    order = _member(archive, f"{prefix}/byteorder", what) if f"{prefix}/byteorder" in names else b"little"
+    version = _member(archive, f"{prefix}/version", what).strip() if f"{prefix}/version" in names else b"1"
+    if order not in (b"little", b"big") or not version.isdigit():
+        raise BundleError(f"{what}: unknown byte order {order[:20]!r} or version {version[:20]!r}")
+    obj, roots = _load_main(io.BytesIO(_member(archive, pickles[0], what)), f"{what}: {pickles[0]}")
+    raws = {key: _member(archive, f"{prefix}/data/{key}", what, s.nbytes) for key, s in roots.items()}
+    return obj, raws, order == b"big"
+
+
+def _read_legacy(data: bytes, what: str) -> tuple[Any, dict[str, bytes], bool]:
+    stream = io.BytesIO(data)
+    try:
+        magic = safe_pickle.load(stream, what=what)
+    except BundleError:
+        magic = None
+    if magic != MAGIC_NUMBER:
+        raise BundleError(f"{what}: not a PyTorch file (neither a zip archive nor the legacy format)")
+    if (protocol := safe_pickle.load(stream, what=what)) != LEGACY_PROTOCOL:
+        raise BundleError(f"{what}: legacy torch protocol {protocol!r} is not supported (expected {LEGACY_PROTOCOL})")
+    safe_pickle.load(stream, what=f"{what}: sys info")
+    obj, roots = _load_main(stream, f"{what}: main pickle")
+    keys = safe_pickle.load(stream, what=f"{what}: storage keys")
+    if not isinstance(keys, list) or len(set(keys)) != len(keys) or set(keys) != set(roots):
+        raise BundleError(f"{what}: its storage key list does not match the storages its tensors use")
+    raws = {}
+    for key in keys:
+        count = int.from_bytes(stream.read(8), "little", signed=True)
+        raws[key] = stream.read(roots[key].nbytes)
+        if count != roots[key].numel or len(raws[key]) != roots[key].nbytes:
+            raise BundleError(f"{what}: storage {key!r} is truncated or has {count} elements, not {roots[key].numel}")
+    return obj, raws, False
+
+
+# ---- tensors -------------------------------------------------------------------------------
+
+
+def _decode(raw: bytes, dtype: str, big_endian: bool) -> np.ndarray:
+    """Raw storage bytes as a 1-D native-order array (bfloat16 widened to float32)."""
+    code = np.dtype(_NUMPY[dtype]).newbyteorder(">" if big_endian else "<")
+    array = np.frombuffer(raw, code, count=len(raw) // code.itemsize)
+    if dtype == "bfloat16":
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    if dtype == "bool":
+        return array != 0
+    return array.astype(code.newbyteorder("="))
+
+
+def _storage_bytes(storage: _Storage, raws: dict[str, bytes], what: str) -> bytes:
+    if storage.root is None:
+        return raws[storage.key]
+    start, nbytes = storage.offset * storage.itemsize, storage.nbytes
+    raw = raws[storage.root.key]
+    if storage.offset < 0 or start + nbytes > len(raw):
+        raise BundleError(f"{what}: storage view {storage.key!r} reaches past its storage {storage.root.key!r}")
+    return raw[start : start + nbytes]
+
+
+def _materialize(
+    tensor: _Tensor, raws: dict[str, bytes], big_endian: bool, name: str, what: str, cache: dict
+) -> np.ndarray:
+    where = f"{what}: tensor {name!r}"
+    if tensor.dtype not in _NUMPY:
+        raise UnsupportedError(f"{where} has dtype {tensor.dtype}; supported: {', '.join(_NUMPY)}")
+    if tensor.storage.dtype not in (tensor.dtype, "untyped") or tensor.metadata:
+        raise UnsupportedError(f"{where}: a {tensor.dtype} view of {tensor.storage.dtype} data or conj/neg bits")
+    key = (tensor.storage.key, tensor.dtype)  # a storage many tensors share is decoded once
+    if key not in cache:
+        cache[key] = _decode(_storage_bytes(tensor.storage, raws, what), tensor.dtype, big_endian)
+    base = cache[key]
+    size, stride, offset = tensor.size, tensor.stride, tensor.offset
+    if len(size) != len(stride) or any(n < 0 for n in size):
+        raise BundleError(f"{where} has size {size} and stride {stride}")
+    if math.prod(size) * base.itemsize > MAX_TENSOR_BYTES:
+        raise BundleError(f"{where} would need {math.prod(size) * base.itemsize} bytes, over {MAX_TENSOR_BYTES}")
+    if math.prod(size) == 0:
+        return np.zeros(size, base.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if offset < 0 or any(s < 0 for s in stride) or last >= base.size:
+        raise BundleError(f"{where} (offset {offset}, size {size}, stride {stride}) reaches past its "
+                          f"storage of {base.size} elements")  # fmt: skip
+    strides = tuple(s * base.itemsize for s in stride)
+    return np.array(np.lib.stride_tricks.as_strided(base[offset:], size, strides, writeable=False), order="C")
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, _Tensor], what: str, depth: int = 0) -> None:
+    if isinstance(obj, _Tensor) and prefix:
+        out[prefix] = obj
+    elif isinstance(obj, dict) and depth < 16:
+        for key, value in obj.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if not isinstance(key, str) or name in out:
+                raise BundleError(f"{what}: state_dict key {key!r} is not a string or is repeated")
+            _flatten(value, name, out, what, depth + 1)
+    else:
+        found = safe_pickle.global_name(obj) or type(obj).__name__
+        raise BundleError(f"{what}: expected a state_dict (tensors by name); {prefix or 'the top level'} is {found}")
+
+
+def read_torch_file(data: bytes, *, what: str) -> dict[str, np.ndarray]:
+    """The tensors of a ``torch.save``-d state_dict as numpy arrays; torch is not needed or imported.
+
+    Args:
+        data: the file's bytes (zip or legacy layout).
+        what: what the file is, for error messages.
+
+    Returns:
+        Tensor name -> C-contiguous array, in the file's order; nested dicts are flattened
+        with dots (``{"a": {"b": t}}`` -> ``"a.b"``).
+
+    Raises:
+        BundleError: not a torch file, truncated, corrupt, or not a dict of tensors.
+        UnsafeFileError: a pickle inside asks for anything beyond tensors and containers.
+        UnsupportedError: a dtype numpy cannot hold (float8...) or a tensor subclass.
+    """
+    if data[:4] == b"PK\x03\x04":
+        obj, raws, big_endian = _read_zip(data, what)
+    elif data[257:262] == b"ustar":
+        raise UnsupportedError(f"{what}: the tar-based torch format (PyTorch < 0.4) is not supported; re-save it")
+    else:
+        obj, raws, big_endian = _read_legacy(data, what)
+    tensors: dict[str, _Tensor] = {}
+    _flatten(obj, "", tensors, what)
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    return {name: _materialize(t, raws, big_endian, name, what, cache) for name, t in tensors.items()}

@@ -1,0 +1,186 @@
+"""Acceptance on real published RL Zoo agents (``../shared/zoo-sample``; skipped when absent).
+
+Every run imports. Where its env exists here, the bundle's actions equal SB3's own ``predict``
+(SB3 loaded with the usual ``custom_objects`` workaround, VecNormalize applied) on observations
+from real rollouts, and running the bundle reproduces the published evaluation return.
+
+Tolerance for returns: the difference of means must be within 3 standard errors of the
+difference (Welch), or within 5% of the published mean's magnitude, whichever is larger (the
+5% absorbs physics changes between gym and gymnasium versions; deterministic policies on
+deterministic envs have zero spread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rlport
+from rlport.envs import make_env, run_episodes
+
+ZOO = Path(os.environ.get("RLPORT_ZOO_SAMPLE", Path(__file__).resolve().parents[2].parent / "shared" / "zoo-sample"))
+RUNS = sorted(p.parent.relative_to(ZOO).as_posix() for p in ZOO.glob("*/*/evaluations.npz")) if ZOO.is_dir() else []
+pytestmark = pytest.mark.skipif(not RUNS, reason=f"no RL Zoo sample at {ZOO}")
+
+ALGOS = {"a2c": "A2C", "ppo": "PPO", "dqn": "DQN", "sac": "SAC", "ddpg": "DDPG", "td3": "TD3",
+         "qrdqn": "QRDQN", "ars": "ARS", "trpo": "TRPO", "tqc": "TQC"}  # fmt: skip
+
+
+def _import(run: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return rlport.import_zoo(ZOO / run, probes=64)
+
+
+@pytest.fixture(scope="module")
+def bundles():
+    return {run: _import(run) for run in RUNS}
+
+
+def _env_available(bundle) -> bool:
+    try:
+        make_env(bundle.env).close()
+        return True
+    except rlport.RlportError:
+        return False
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_every_run_imports_and_survives_a_round_trip(run, bundles, tmp_path):
+    bundle = bundles[run]
+    path = bundle.save(tmp_path / "run.rlp")
+    policy = rlport.load(path)
+    assert policy.bundle.provenance["zoo_run"] == run
+    assert "published_return_mean" in policy.bundle.provenance
+    obs = policy.bundle.probes
+    assert obs is not None
+
+
+@contextlib.contextmanager
+def _gym_shims():
+    """For the test's own trusted cross-check only: let real pickle resolve gym-era names."""
+    import gymnasium.spaces
+
+    aliases = {"gym": gymnasium, "gym.spaces": gymnasium.spaces}
+    for name in ("box", "discrete", "dict", "multi_discrete", "multi_binary", "tuple"):
+        aliases[f"gym.spaces.{name}"] = getattr(gymnasium.spaces, name)
+    if "numpy.core" not in sys.modules or not hasattr(sys.modules["numpy.core"], "multiarray"):
+        aliases["numpy.core"] = np._core
+        aliases["numpy.core.multiarray"] = np._core.multiarray
+        aliases["numpy.core.numeric"] = np._core.numeric
+    saved = {k: sys.modules.get(k) for k in aliases}
+    sys.modules.update(aliases)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = value
+
+
+def _sb3_reference(run: str, env):
+    """SB3's own model (custom_objects workaround) and its VecNormalize (trusted unpickling)."""
+    import sb3_contrib
+    import stable_baselines3
+
+    algo_name = run.split("/")[0]
+    algo = getattr(stable_baselines3, ALGOS.get(algo_name, ""), None) or getattr(sb3_contrib, ALGOS[algo_name])
+    zip_path = next((ZOO / run).glob("*.zip"))
+    constant = lambda _: 0.0  # noqa: E731
+    custom = {
+        "observation_space": env.observation_space,
+        "action_space": env.action_space,
+        "lr_schedule": constant,
+        "learning_rate": 0.0,
+        "clip_range": constant,
+        "exploration_schedule": constant,
+    }
+    model = algo.load(zip_path, custom_objects=custom, device="cpu")
+    vecnorm = None
+    pkl = zip_path.with_suffix("") / "vecnormalize.pkl"
+    if pkl.exists():
+        with _gym_shims():
+            vecnorm = pickle.loads(pkl.read_bytes())  # noqa: S301 - trusted published file, test-only cross-check
+    return model, vecnorm
+
+
+def _normalize(vecnorm, obs):
+    if vecnorm is None or not vecnorm.norm_obs:
+        return obs
+    rms = vecnorm.obs_rms
+    return np.clip((obs - rms.mean) / np.sqrt(rms.var + vecnorm.epsilon), -vecnorm.clip_obs, vecnorm.clip_obs).astype(
+        np.float32
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_actions_equal_sb3_on_real_rollouts(run, bundles):
+    bundle = bundles[run]
+    if not _env_available(bundle):
+        pytest.skip(f"{bundle.env.id} cannot be created here")
+    env = make_env(bundle.env)
+    model, vecnorm = _sb3_reference(run, env)
+    policy = bundle.policy()
+    observations, obs = [], env.reset(seed=0)[0]
+    for step in range(2000):
+        observations.append(obs)
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs = env.reset(seed=step + 1)[0]
+    batch = np.stack(observations)
+    theirs, _ = model.predict(_normalize(vecnorm, batch), deterministic=True)
+    ours, _ = policy.predict(batch, deterministic=True)
+    if np.asarray(theirs).dtype.kind == "f":
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    else:
+        assert np.array_equal(ours, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_running_the_bundle_reproduces_the_published_return(run, bundles):
+    bundle = bundles[run]
+    if not _env_available(bundle):
+        pytest.skip(f"{bundle.env.id} cannot be created here")
+    prov = bundle.provenance
+    episodes = 10
+    stats = run_episodes(bundle.policy(), make_env(bundle.env), episodes, seed=0)
+    published, spread, m = prov["published_return_mean"], prov["published_return_std"], prov["published_episodes"]
+    standard_error = np.sqrt(stats.std_return**2 / episodes + spread**2 / m)
+    tolerance = max(3 * standard_error, 0.05 * abs(published))
+    assert abs(stats.mean_return - published) <= tolerance, (
+        f"{run}: {stats.mean_return:.1f} ± {stats.std_return:.1f} over {episodes} episodes vs published "
+        f"{published:.1f} ± {spread:.1f} (tolerance {tolerance:.1f})"
+    )
+
+
+def test_walker_keeps_its_time_feature_and_maps_to_todays_mujoco(bundles):
+    run = "ppo/Walker2d-v3_1"
+    if run not in bundles:
+        pytest.skip("Walker2d run not in the sample")
+    bundle = bundles[run]
+    assert [w.name for w in bundle.env.wrappers] == ["time_feature"]
+    assert bundle.observation_space.shape == (18,)
+    assert bundle.env.id in ("Walker2d-v3", "Walker2d-v4")
+    assert any(node.op == "normalize" for node in bundle.graph.preprocess)
+
+
+def test_lunar_lander_maps_to_v3_with_a_warning():
+    run = "dqn/LunarLander-v2_1"
+    if run not in RUNS:
+        pytest.skip("LunarLander run not in the sample")
+    with pytest.warns(UserWarning, match="LunarLander-v3"):
+        bundle = rlport.import_zoo(ZOO / run, probes=0)
+    assert bundle.env.id == "LunarLander-v3"
+    assert bundle.provenance["zoo_env_id"] == "LunarLander-v2"
