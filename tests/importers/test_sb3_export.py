@@ -149,7 +149,7 @@ def test_bundle_is_a_snapshot(tmp_path):
 def test_probes_of_image_observations_are_capped_near_one_mebibyte():
     from stable_baselines3 import DQN
 
-    from rlport.importers.sb3_live import MAX_PROBE_BYTES, MIN_PROBES
+    from rlport.importers.probes import MAX_PROBE_BYTES, MIN_PROBES
 
     env = SpacesEnv(spaces.Box(0, 255, (84, 84, 4), dtype=np.uint8), spaces.Discrete(3))
     model = DQN("CnnPolicy", env, buffer_size=10, learning_starts=0, device="cpu")

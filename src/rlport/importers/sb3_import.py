@@ -19,6 +19,7 @@ from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.bundle.spaces import sample_observations
 from rlport.errors import BundleError, RlportError, UnsupportedError
 from rlport.importers.gym_spaces import spec_from_space
+from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_live import _created, jsonable
 from rlport.importers.sb3_policies import build_graph
 from rlport.importers.sb3_skeleton import build_policy
@@ -78,22 +79,10 @@ def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
 
 def _probes(bundle: Bundle, count: int) -> tuple[dict[str, np.ndarray], ProbeInfo]:
     """Observations sampled from the space with this runtime's actions (SB3 is not run on import)."""
-    obs = sample_observations(bundle.observation_space, count, np.random.default_rng(12345))
     policy = bundle.policy()
-    tensors = {f"obs.{k}": v for k, v in obs.items()} if isinstance(obs, dict) else {"obs": obs}
-    if not policy.is_recurrent:
-        tensors["action"] = np.asarray(policy.predict(obs, deterministic=True)[0])
-        return tensors, ProbeInfo(count, False, "rlport numpy runtime at import (SB3 was not run)")
-    starts = np.random.default_rng(0).random(count) < 0.1
-    starts[0] = True
-    state, actions = None, []
-    for i in range(count):
-        step = {k: v[i : i + 1] for k, v in obs.items()} if isinstance(obs, dict) else obs[i : i + 1]
-        action, state = policy.predict(step, state=state, episode_start=starts[i : i + 1], deterministic=True)
-        actions.append(action[0])
-    tensors["action"] = np.stack(actions)
-    tensors["episode_start"] = starts.astype(np.float32)
-    return tensors, ProbeInfo(count, True, "rlport numpy runtime at import (SB3 was not run)")
+    batch = sample_observations(bundle.observation_space, count, np.random.default_rng(12345))
+    tensors = record_probes(batch, lambda o, s, e: policy.predict(o, s, e, deterministic=True), policy.is_recurrent)
+    return tensors, ProbeInfo(count, policy.is_recurrent, "rlport numpy runtime at import (SB3 was not run)")
 
 
 def import_sb3(
@@ -162,6 +151,7 @@ def import_sb3(
         bundle.validate()
     except RlportError as exc:
         raise UnsupportedError(f"{path}: the imported graph does not validate ({exc}); please report this") from exc
+    probes = probe_count(bundle.observation_space, probes)
     if probes > 0:
         bundle.probes, bundle.probe_info = _probes(bundle, probes)
     return bundle

@@ -21,6 +21,7 @@ from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
 from rlport.importers.gym_spaces import spec_from_space
+from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_policies import build_graph, state_dict
 
 __all__ = ["from_sb3", "provenance", "jsonable"]
@@ -87,53 +88,22 @@ def _env_id(model: Any) -> str | None:
     return None
 
 
-def _sb3_actions(model: Any, obs: Any, vec_normalize: Any) -> np.ndarray:
-    if vec_normalize is not None:
-        obs = vec_normalize.normalize_obs(obs)
-    action, _ = model.predict(obs, deterministic=True)
-    return np.asarray(action)
-
-
-MAX_PROBE_BYTES = 1 << 20
-MIN_PROBES = 16
-
-
-def _probe_count(space: Any, requested: int) -> int:
-    """``requested``, lowered so that image-sized observations keep probes under about 1 MiB."""
-    if requested <= 0:
-        return 0
-    leaves = space.spaces.values() if type(space).__name__ == "Dict" else [space]
-    per_obs = sum(int(np.prod(s.shape or (1,))) * np.dtype(s.dtype or np.int64).itemsize for s in leaves)
-    return min(requested, max(MIN_PROBES, MAX_PROBE_BYTES // max(per_obs, 1)))
-
-
 def _probes(model: Any, vec_normalize: Any, count: int, recurrent: bool) -> dict[str, np.ndarray]:
     """Observations sampled from the space and SB3's own deterministic actions for them."""
     space = copy.deepcopy(model.observation_space)  # seeding the model's own space would change its env's samples
     space.seed(12345)
     samples = [space.sample() for _ in range(count)]
-    tensors: dict[str, np.ndarray] = {}
     if isinstance(samples[0], dict):
         batch = {key: np.stack([s[key] for s in samples]) for key in samples[0]}
-        tensors.update({f"obs.{key}": value for key, value in batch.items()})
     else:
         batch = np.stack(samples)
-        tensors["obs"] = batch
-    if not recurrent:
-        tensors["action"] = _sb3_actions(model, batch, vec_normalize).reshape(count, *model.action_space.shape)
-        return tensors
-    starts = np.random.default_rng(0).random(count) < 0.1
-    starts[0] = True
-    state, actions = None, []
-    for i in range(count):
-        step = {k: v[i : i + 1] for k, v in batch.items()} if isinstance(batch, dict) else batch[i : i + 1]
+
+    def predict(obs: Any, state: Any, episode_start: Any) -> tuple[Any, Any]:
         if vec_normalize is not None:
-            step = vec_normalize.normalize_obs(step)
-        action, state = model.predict(step, state=state, episode_start=starts[i : i + 1], deterministic=True)
-        actions.append(np.asarray(action)[0])
-    tensors["action"] = np.stack(actions)
-    tensors["episode_start"] = starts.astype(np.float32)
-    return tensors
+            obs = vec_normalize.normalize_obs(obs)
+        return model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
+
+    return record_probes(batch, predict, recurrent)
 
 
 def from_sb3(
@@ -177,7 +147,7 @@ def from_sb3(
         for name, value in full.items():
             tensors.setdefault(name, value)
     recurrent = hasattr(model.policy, "lstm_actor")
-    probes = _probe_count(model.observation_space, probes)
+    probes = probe_count(spec_from_space(model.observation_space), probes)
     probe_tensors = _probes(model, vec_normalize, probes, recurrent) if probes > 0 else None
     source = {
         "framework": "stable-baselines3",
