@@ -166,3 +166,22 @@ def test_cli_import_of_a_zip_and_a_folder(saved, tmp_path, capsys):
     run = _zoo_run(saved, tmp_path)
     assert main(["import", str(run), "-o", str(tmp_path / "zoo.rlp")]) == 0
     assert "PPO" in capsys.readouterr().out
+
+
+def test_a_renamed_env_whose_spaces_differ_is_a_clear_error(tmp_path):
+    from gymnasium import spaces
+    from sb3_models import SpacesEnv
+    from stable_baselines3 import DQN
+
+    # A model observing 5 numbers, recorded as LunarLander-v2 (today's v3 observes 8).
+    model = DQN("MlpPolicy", SpacesEnv(spaces.Box(-1, 1, (5,), "float32"), spaces.Discrete(4)), device="cpu")
+    run = tmp_path / "dqn" / "LunarLander-v2_1"
+    (run / "LunarLander-v2").mkdir(parents=True)
+    model.save(run / "LunarLander-v2.zip")
+    (run / "LunarLander-v2" / "args.yml").write_text(
+        "!!python/object/apply:collections.OrderedDict\n- - - algo\n    - dqn\n  - - env\n    - LunarLander-v2\n"
+    )
+    with pytest.raises(
+        rlport.EnvError, match=r"LunarLander-v2 was renamed LunarLander-v3, but the spaces differ.*shape"
+    ):
+        rlport.import_zoo(run)

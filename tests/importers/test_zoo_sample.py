@@ -184,3 +184,17 @@ def test_lunar_lander_maps_to_v3_with_a_warning():
         bundle = rlport.import_zoo(ZOO / run, probes=0)
     assert bundle.env.id == "LunarLander-v3"
     assert bundle.provenance["zoo_env_id"] == "LunarLander-v2"
+
+
+def test_rlport_run_on_an_imported_run_matches_the_published_return(bundles, tmp_path, capsys):
+    import json
+
+    from rlport.cli.main import main
+
+    run = "ppo/CartPole-v1_1"
+    if run not in bundles:
+        pytest.skip("CartPole run not in the sample")
+    path = bundles[run].save(tmp_path / "cartpole.rlp")
+    assert main(["run", str(path), "--episodes", "5", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mean_return"] == pytest.approx(bundles[run].provenance["published_return_mean"], rel=0.05)

@@ -87,10 +87,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
     env = make_env(policy.bundle.env, env_id=args.env, env_kwargs=env_kwargs)
     try:
-        check_spaces(policy, env)
+        check_spaces(policy, env, exact=False)
     except RlportError as exc:
         print(f"rlport run: {exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    try:
+        check_spaces(policy, env)
+    except RlportError as exc:  # same layout, other bounds or float width (an older env version)
+        print(f"rlport run: note: {exc}", file=sys.stderr)
     with Progress(args.episodes, "episodes") as bar:
         stats = run_episodes(
             policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic,
