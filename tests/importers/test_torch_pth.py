@@ -349,7 +349,7 @@ def test_unsupported_dtype():
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_truncated_files_are_bundle_errors(zip_format):
     data = save(state_dict([torch.float32, torch.int64]), zip_format)
-    for end in sorted({*range(0, len(data), max(1, len(data) // 150)), len(data) - 1}):
+    for end in range(len(data)):  # every position: legacy files differ run to run (storage keys are addresses)
         with pytest.raises(BundleError):
             read_torch_file(data[:end], what="t")
 

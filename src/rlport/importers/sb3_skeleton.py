@@ -101,30 +101,24 @@ class Tensors:
         return sorted(found)
 
 
+# Batch-norm layers by the name of their running mean: class, var name, scale name, default eps.
+_NORMS = {
+    "ra_mean": ("BatchRenorm1d", "ra_var", "scale", 0.001),  # sb3-contrib (CrossQ)
+    "running_mean": ("BatchNorm1d", "running_var", "weight", 1e-5),
+}
+
+
 def _layer(t: Tensors, prefix: str) -> Skeleton:
-    """The parameter-bearing layer stored under ``prefix``."""
-    if f"{prefix}.ra_mean" in t.state:
-        affine = f"{prefix}.scale" in t.state
-        return module(
-            "BatchRenorm1d",
-            ra_mean=t.get(f"{prefix}.ra_mean"),
-            ra_var=t.get(f"{prefix}.ra_var"),
-            scale=t.state.get(f"{prefix}.scale"),
-            bias=t.state.get(f"{prefix}.bias"),
-            affine=affine,
-            eps=0.001,
-        )
-    if f"{prefix}.running_mean" in t.state:
-        affine = f"{prefix}.weight" in t.state
-        return module(
-            "BatchNorm1d",
-            running_mean=t.get(f"{prefix}.running_mean"),
-            running_var=t.get(f"{prefix}.running_var"),
-            weight=t.state.get(f"{prefix}.weight"),
-            bias=t.state.get(f"{prefix}.bias"),
-            affine=affine,
-            eps=1e-5,
-        )
+    """The parameter-bearing layer stored under ``prefix``: a batch norm or a Linear layer."""
+    for mean, (class_name, var, scale, eps) in _NORMS.items():
+        if f"{prefix}.{mean}" in t.state:
+            attrs = {
+                mean: t.get(f"{prefix}.{mean}"),
+                var: t.get(f"{prefix}.{var}"),
+                scale: t.state.get(f"{prefix}.{scale}"),
+            }
+            return module(class_name, **attrs, bias=t.state.get(f"{prefix}.bias"),
+                          affine=f"{prefix}.{scale}" in t.state, eps=eps)  # fmt: skip
     weight = t.get(f"{prefix}.weight")
     if weight.ndim == 2:
         return module("Linear", weight=weight, bias=t.state.get(f"{prefix}.bias"))

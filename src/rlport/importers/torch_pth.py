@@ -224,9 +224,10 @@ def _read_legacy(data: bytes, what: str) -> tuple[Any, dict[str, bytes], bool]:
         raise BundleError(f"{what}: its storage key list does not match the storages its tensors use")
     raws = {}
     for key in keys:
-        count = int.from_bytes(stream.read(8), "little", signed=True)
+        header = stream.read(8)
+        count = int.from_bytes(header, "little", signed=True)
         raws[key] = stream.read(roots[key].nbytes)
-        if count != roots[key].numel or len(raws[key]) != roots[key].nbytes:
+        if len(header) != 8 or count != roots[key].numel or len(raws[key]) != roots[key].nbytes:
             raise BundleError(f"{what}: storage {key!r} is truncated or has {count} elements, not {roots[key].numel}")
     return obj, raws, False
 
