@@ -208,6 +208,8 @@ def _read_zip(data: bytes, what: str) -> tuple[Any, dict[str, bytes], bool]:
 
 
 def _read_legacy(data: bytes, what: str) -> tuple[Any, dict[str, bytes], bool]:
+    if not data.startswith(b"\x80"):  # legacy files begin with a pickle PROTO opcode (then the magic number)
+        raise BundleError(f"{what}: not a PyTorch file (neither a zip archive nor the legacy format)")
     stream = io.BytesIO(data)
     try:
         magic = safe_pickle.load(stream, what=what)
