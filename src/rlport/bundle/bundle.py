@@ -28,10 +28,11 @@ from rlport.bundle.spaces import SpaceSpec, leaves, space_from_json
 from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError
 from rlport.graph.graph import Graph
 
-__all__ = ["Bundle", "WEIGHTS", "PROBES"]
+__all__ = ["Bundle", "WEIGHTS", "PROBES", "FINGERPRINT"]
 
 WEIGHTS = "weights.safetensors"
 PROBES = "probes.safetensors"
+FINGERPRINT = "fingerprint.safetensors"
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Bundle:
     source: dict[str, Any] = field(default_factory=dict)
     probes: dict[str, np.ndarray] | None = None
     probe_info: ProbeInfo | None = None
+    verification: dict[str, Any] | None = None
+    fingerprint: dict[str, np.ndarray] | None = None
 
     # ---- writing ------------------------------------------------------------------------
 
@@ -66,12 +69,14 @@ class Bundle:
         members = {WEIGHTS: safetensors.dumps(self.tensors)}
         if self.probes is not None:
             members[PROBES] = safetensors.dumps(self.probes)
+        if self.fingerprint is not None:
+            members[FINGERPRINT] = safetensors.dumps(self.fingerprint)
         return members
 
     def manifest(self, members: dict[str, bytes] | None = None) -> dict[str, Any]:
         """The manifest as a JSON-able dict."""
         members = self._members() if members is None else members
-        return {
+        manifest = {
             "format": "rlport-bundle",
             "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
             "observation_space": self.observation_space.to_json(),
@@ -83,6 +88,9 @@ class Bundle:
             "source": dict(self.source),
             "members": {name: {"sha256": sha256(data), "size": len(data)} for name, data in members.items()},
         }
+        if self.verification is not None:
+            manifest["verification"] = dict(self.verification)
+        return manifest
 
     def save(self, path: str | os.PathLike) -> Path:
         """Validate, then write the bundle to ``path`` atomically; the same bundle gives the same bytes."""
@@ -128,6 +136,12 @@ class Bundle:
         if PROBES in members:
             probes, _ = safetensors.loads(members[PROBES], what=f"{what}: {PROBES}")
         probe_info = ProbeInfo.from_json(manifest["probes"]) if manifest.get("probes") is not None else None
+        fingerprint = None
+        if FINGERPRINT in members:
+            fingerprint, _ = safetensors.loads(members[FINGERPRINT], what=f"{what}: {FINGERPRINT}")
+        verification = manifest.get("verification")
+        if verification is not None and not isinstance(verification, dict):
+            raise BundleError(f"{what}: manifest field 'verification' must be an object")
         for key in ("provenance", "source"):
             if not isinstance(manifest.get(key, {}), dict):
                 raise BundleError(f"{what}: manifest field {key!r} must be an object")
@@ -141,6 +155,8 @@ class Bundle:
             source=manifest.get("source", {}),
             probes=probes,
             probe_info=probe_info,
+            verification=verification,
+            fingerprint=fingerprint,
         )
 
     # ---- use ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""rlport.verify: will a bundle behave here as it did where it was made?"""
