@@ -168,10 +168,12 @@ def _cmd_import(args: argparse.Namespace) -> int:
             if args.vecnormalize:
                 print("rlport import: --vecnormalize is read from the run folder; drop the option", file=sys.stderr)
                 return EXIT_BAD_INPUT
-            bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic)
+            bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
+                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate)  # fmt: skip
         else:
             bundle = import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, probes=args.probes,
-                                include_critic=args.include_critic, algorithm=args.algorithm)  # fmt: skip
+                                include_critic=args.include_critic, algorithm=args.algorithm,
+                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate)  # fmt: skip
         bundle.save(args.output)
     seconds = time.perf_counter() - began
     prov = bundle.provenance
@@ -205,6 +207,76 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _render_checks(r: dict[str, Any]) -> str:
+    rows = [("check", "result", "measured", "tolerance", "detail")]
+    rows += [(c["name"], c["status"], c["measured"], c["tolerance"], c["detail"][:120]) for c in r["checks"]]
+    return _table(rows) + "\n\n" + ("OK: no check failed" if r["ok"] else "FAILED: see the FAIL rows")
+
+
+def _load_fingerprint_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    import numpy as np
+
+    from rlport.errors import BundleError
+
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+        tensors = {
+            name: np.asarray(t["data"], dtype=t["dtype"]).reshape(t["shape"]) for name, t in data["tensors"].items()
+        }
+        return data["meta"], tensors
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path} is not a fingerprint written by `rlport fingerprint`: {exc}") from exc
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from rlport.cli.progress import Progress
+    from rlport.verify import checks
+
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
+    extra = _load_fingerprint_file(args.fingerprint) if args.fingerprint else None
+    with Progress(args.episodes, "episodes") as bar:
+        report = checks.verify(args.bundle, env_id=args.env, env_kwargs=env_kwargs, episodes=args.episodes,
+                               seed=args.seed, progress=lambda i, r: bar.update(note=f"return {r:.1f}"),
+                               fingerprint=extra)  # fmt: skip
+    _emit(report.to_json(), args.json, _render_checks)
+    return EXIT_CHECK_FAILED if report.failed else EXIT_OK
+
+
+def _cmd_fingerprint(args: argparse.Namespace) -> int:
+    from rlport.bundle.manifest import EnvSpec
+    from rlport.verify.fingerprint import record_fingerprint
+
+    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    meta, tensors = record_fingerprint(EnvSpec(args.env, env_kwargs), episodes=args.episodes, steps=args.steps,
+                                       seed=args.seed)  # fmt: skip
+    encoded = {name: {"dtype": t.dtype.name, "shape": list(t.shape), "data": t.reshape(-1).tolist()}
+               for name, t in tensors.items()}  # fmt: skip
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump({"meta": meta, "tensors": encoded}, handle)
+    _emit({"output": args.output, **meta}, args.json, lambda r: f"fingerprint of {args.env} written to {r['output']}")
+    return EXIT_OK
+
+
+def _cmd_requirements(args: argparse.Namespace) -> int:
+    from rlport.bundle.bundle import Bundle
+    from rlport.deploy import requirements
+
+    lines = requirements(Bundle.load(args.bundle), backend=args.backend, with_env=not args.no_env)
+    _emit({"requirements": lines}, args.json, lambda r: "\n".join(r["requirements"]))
+    return EXIT_OK
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from rlport.deploy import pack
+
+    folder = pack(args.bundle, args.output, backend=args.backend)
+    files = sorted(p.name for p in folder.iterdir())
+    _emit(
+        {"output": str(folder), "files": files}, args.json, lambda r: f"packed into {r['output']}: {', '.join(files)}"
+    )
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     from rlport import __version__
 
@@ -235,8 +307,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", default=None, help="algorithm name when the file does not tell (A2C, PPO, TRPO)")
     p.add_argument("--probes", type=int, default=256)
     p.add_argument("--include-critic", action="store_true", help="keep every tensor of the model")
+    p.add_argument("--no-fingerprint", action="store_true", help="do not record the env's dynamics for verify")
+    p.add_argument("--evaluate", type=int, default=0, help="record the returns of N episodes for verify")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("verify", help="check that a bundle behaves here as it did where it was made")
+    p.add_argument("bundle")
+    p.add_argument("--env", default=None, help="gymnasium env id (default: the bundle's)")
+    p.add_argument("--env-kwargs", default=None, help="JSON object of env kwargs (default: the bundle's)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fingerprint", default=None, help="also replay a fingerprint file from `rlport fingerprint`")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("fingerprint", help="record an env's dynamics fingerprint (on the source machine)")
+    p.add_argument("--env", required=True)
+    p.add_argument("--env-kwargs", default=None)
+    p.add_argument("--episodes", type=int, default=3)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fingerprint)
+
+    p = sub.add_parser("requirements", help="the smallest pinned requirements to run a bundle")
+    p.add_argument("bundle")
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--no-env", action="store_true", help="leave out the env's packages")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_requirements)
+
+    p = sub.add_parser("pack", help="write a folder to copy to the device: bundle, requirements, run.py")
+    p.add_argument("bundle")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--backend", default="numpy")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_pack)
 
     p = sub.add_parser("demo", help="train PPO on CartPole, export, reload in a fresh process, compare with SB3")
     p.add_argument("--out", default="rlport-demo", help="folder for the SB3 .zip and the bundle")

@@ -25,6 +25,7 @@ from rlport.importers.sb3_policies import build_graph
 from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, read_sb3_zip
 from rlport.importers.vecnormalize import read_vecnormalize
+from rlport.verify.record import record_verification
 
 __all__ = ["import_sb3", "algorithm_of"]
 
@@ -94,6 +95,8 @@ def import_sb3(
     include_critic: bool = False,
     algorithm: str | None = None,
     env: EnvSpec | None = None,
+    fingerprint: bool = True,
+    evaluate: int = 0,
 ) -> Bundle:
     """Import an SB3 / sb3-contrib ``.zip`` saved by any SB3 version from 1.0, without torch or pickle.
 
@@ -106,6 +109,8 @@ def import_sb3(
         include_critic: also keep every other tensor of ``policy.pth`` (value / Q networks).
         algorithm: the algorithm name, when the policy class does not tell (A2C, PPO, TRPO).
         env: a full env spec (wrappers...) instead of ``env_id``/``env_kwargs``.
+        fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
+        evaluate: record the returns of this many deterministic episodes (0: none; zoo runs have published ones).
 
     Raises:
         BundleError, UnsafeFileError, UnsupportedError: see :func:`rlport.importers.sb3_zip.read_sb3_zip`.
@@ -154,4 +159,5 @@ def import_sb3(
     probes = probe_count(bundle.observation_space, probes)
     if probes > 0:
         bundle.probes, bundle.probe_info = _probes(bundle, probes)
+    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle

@@ -23,6 +23,7 @@ from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_policies import build_graph, state_dict
+from rlport.verify.record import record_verification
 
 __all__ = ["from_sb3", "provenance", "jsonable"]
 
@@ -113,6 +114,8 @@ def from_sb3(
     probes: int = 256,
     include_critic: bool = False,
     env_kwargs: dict[str, Any] | None = None,
+    fingerprint: bool = True,
+    evaluate: int = 10,
 ) -> Bundle:
     """Export a live SB3 / sb3-contrib model (and its VecNormalize statistics) to a bundle.
 
@@ -126,6 +129,8 @@ def from_sb3(
         include_critic: also keep the value / Q networks and every other policy tensor, so that
             training can resume elsewhere. By default only what acting needs is kept.
         env_kwargs: keyword arguments for ``gymnasium.make``.
+        fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
+        evaluate: record the returns of this many deterministic episodes for ``rlport verify`` (0: none).
 
     Returns:
         The :class:`~rlport.bundle.bundle.Bundle`; call ``.save(path)`` to write it.
@@ -189,4 +194,5 @@ def from_sb3(
         bundle.validate()
     except RlportError as exc:
         raise UnsupportedError(f"the exported graph does not validate ({exc}); please report this") from exc
+    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle

@@ -20,6 +20,7 @@ from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, WrapperSpec
 from rlport.errors import BundleError, EnvError, MissingDependencyError, RlportWarning, SpaceError, UnsafeFileError
 from rlport.importers.sb3_import import import_sb3
+from rlport.verify.record import record_verification
 
 __all__ = ["import_zoo", "read_zoo_yaml", "map_env_id", "wrappers_from_config", "published_returns"]
 
@@ -196,7 +197,12 @@ def _find_files(folder: Path) -> tuple[Path, Path]:
 
 
 def import_zoo(
-    folder: str | Path, env_id: str | None = None, probes: int = 256, include_critic: bool = False
+    folder: str | Path,
+    env_id: str | None = None,
+    probes: int = 256,
+    include_critic: bool = False,
+    fingerprint: bool = True,
+    evaluate: int = 0,
 ) -> Bundle:
     """Import an RL Zoo run folder (``ALGO/ENV_1/``) with everything needed to act and to be checked.
 
@@ -206,6 +212,8 @@ def import_zoo(
         env_id: override the env id (default: the run's, renamed ids mapped to today's).
         probes: how many probes to record.
         include_critic: keep every tensor of the model.
+        fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
+        evaluate: record the returns of this many episodes (0: none; the published returns are the reference).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -228,6 +236,8 @@ def import_zoo(
         include_critic=include_critic,
         algorithm=_ALGOS.get(algo),
         env=env,
+        fingerprint=False,
+        evaluate=0,
     )
     note = None
     if env_id is None:
@@ -240,4 +250,5 @@ def import_zoo(
     bundle.provenance.update(published, zoo_run=f"{folder.parent.name}/{folder.name}", zoo_env_id=recorded_id)
     if note:
         bundle.provenance["env_id_note"] = note
+    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle
