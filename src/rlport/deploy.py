@@ -39,8 +39,6 @@ _MUJOCO_NAMES = {
     "Ant", "HalfCheetah", "Hopper", "InvertedPendulum", "InvertedDoublePendulum",
     "Pusher", "Reacher", "Swimmer", "Walker2d",
 }  # fmt: skip
-_WRAPPER_PACKAGES = {"time_feature": ("sb3-contrib", "sb3_contrib")}
-"""Wrapper name -> (pip name, provenance key) for wrappers that need a package besides gymnasium."""
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+)*((a|b|rc|\.post|\.dev)[0-9]+)*$")
 _PACK_FILES = ("run.py", "requirements.txt", "README.md", "rlport/__init__.py")
 
@@ -49,8 +47,8 @@ def requirements(bundle: Bundle, backend: str = "numpy", with_env: bool = True) 
     """The smallest pinned requirement lines that run ``bundle`` on a target machine.
 
     numpy (and gymnasium, with the extra the env needs) are pinned to the versions recorded in
-    the bundle's provenance, else to this machine's. Never torch or stable-baselines3, except
-    that the ``time_feature`` wrapper needs sb3-contrib (which pulls them in).
+    the bundle's provenance, else to this machine's. Never torch, stable-baselines3 or
+    sb3-contrib: the env wrappers a bundle names are implemented in rlport itself.
 
     Args:
         bundle: the bundle to run.
@@ -75,12 +73,6 @@ def requirements(bundle: Bundle, backend: str = "numpy", with_env: bool = True) 
         gym_version = None  # recorded by old gym (< 0.26), which has no gymnasium release of that number
     extra = env_extra(bundle.env.id)
     lines.append(_pin(f"gymnasium[{extra}]" if extra else "gymnasium", gym_version, dist="gymnasium"))
-    for wrapper in bundle.env.wrappers:
-        if wrapper.name in _WRAPPER_PACKAGES:
-            name, key = _WRAPPER_PACKAGES[wrapper.name]
-            line = _pin(name, recorded.get(key))
-            if line not in lines:
-                lines.append(line)
     return lines
 
 

@@ -63,12 +63,49 @@ def _frame_stack(env: Any, n_stack: int) -> Any:
     return FrameStack(env)
 
 
-def _time_feature(env: Any, max_steps: int = 1000) -> Any:
-    try:
-        from sb3_contrib.common.wrappers import TimeFeatureWrapper
-    except ImportError as exc:
-        raise MissingDependencyError('the time_feature wrapper needs sb3-contrib; pip install "rlport[sb3]"') from exc
-    return TimeFeatureWrapper(env, max_steps=max_steps)
+def _time_feature(env: Any, max_steps: int = 1000, test_mode: bool = False) -> Any:
+    """sb3-contrib's TimeFeatureWrapper, in numpy: the remaining-time feature ``1 - t / max_steps``
+    appended to the observation (to its ``"observation"`` key for dict spaces). ``max_steps`` is
+    the env's own ``max_episode_steps`` when it has one, as in sb3-contrib."""
+    gym = _gymnasium()
+    spaces = gym.spaces
+
+    class TimeFeature(gym.Wrapper):
+        def __init__(self, inner: Any) -> None:
+            super().__init__(inner)
+            space = inner.observation_space
+            box = space.spaces["observation"] if isinstance(space, spaces.Dict) else space
+            if not isinstance(box, spaces.Box) or len(box.shape) != 1:
+                raise EnvError("the time_feature wrapper needs a 1-d Box observation (or a dict with one)")
+            self._dtype = box.dtype
+            low = np.concatenate((box.low, [0.0])).astype(self._dtype)
+            high = np.concatenate((box.high, [1.0])).astype(self._dtype)
+            new_box = spaces.Box(low=low, high=high, dtype=self._dtype)
+            if isinstance(space, spaces.Dict):
+                self.observation_space = spaces.Dict({**space.spaces, "observation": new_box})
+            else:
+                self.observation_space = new_box
+            spec = getattr(inner, "spec", None)
+            self._max_steps = getattr(spec, "max_episode_steps", None) or max_steps
+            self._step = 0
+
+        def reset(self, **kwargs: Any):
+            self._step = 0
+            obs, info = self.env.reset(**kwargs)
+            return self._with_time(obs), info
+
+        def step(self, action: Any):
+            self._step += 1
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            return self._with_time(obs), reward, terminated, truncated, info
+
+        def _with_time(self, obs: Any) -> Any:
+            feature = np.array(1.0 if test_mode else 1 - (self._step / self._max_steps), dtype=self._dtype)
+            if isinstance(obs, dict):
+                return {**obs, "observation": np.append(obs["observation"], feature)}
+            return np.append(obs, feature)
+
+    return TimeFeature(env)
 
 
 def _time_limit(env: Any, max_episode_steps: int) -> Any:
