@@ -54,21 +54,35 @@ __all__ = [
 ]
 
 
-def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = None):
-    """Load a bundle and return a policy with SB3's ``predict(obs, state, episode_start, deterministic)``.
+BACKENDS = ("numpy", "torch", "onnx")
+
+
+def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = None, device: str = "cpu"):
+    """Load a bundle; return a policy with SB3's ``predict(obs, state, episode_start, deterministic)``.
 
     Args:
         path: the ``.rlp`` file.
-        backend: ``"numpy"`` (the only backend of this version).
+        backend: ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
+            or ``"onnx"`` (onnxruntime; deterministic actions only).
         seed: seed for ``deterministic=False`` sampling.
+        device: the torch device for the torch backend (``"cuda"`` where present).
 
     Example:
         >>> policy = rlport.load("cartpole.rlp")                     # doctest: +SKIP
         >>> action, _ = policy.predict(obs, deterministic=True)      # doctest: +SKIP
     """
-    if backend != "numpy":
-        raise UnsupportedError(f"backend {backend!r} is not available; this version supports: numpy")
-    return Bundle.load(path).policy(seed=seed)
+    if backend not in BACKENDS:
+        raise UnsupportedError(f"backend {backend!r} is not available; supported: {', '.join(BACKENDS)}")
+    bundle = Bundle.load(path)
+    if backend == "torch":
+        from rlport.runtimes.torch_runtime import TorchPolicy
+
+        return TorchPolicy(bundle, device=device, seed=seed)
+    if backend == "onnx":
+        from rlport.runtimes.onnx_runtime import OnnxPolicy
+
+        return OnnxPolicy(bundle, seed=seed)
+    return bundle.policy(seed=seed)
 
 
 def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, **kwargs: Any) -> Bundle:

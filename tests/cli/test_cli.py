@@ -115,3 +115,15 @@ def test_demo_end_to_end(tmp_path):
     assert data["rlport"]["episodes"]["returns"] == data["sb3"]["episodes"]["returns"]
     assert data["size_bytes"]["rlport"] < data["size_bytes"]["sb3"]
     assert (tmp_path / "cartpole.rlp").exists() and (tmp_path / "cartpole_sb3.zip").exists()
+
+
+def test_run_with_the_torch_backend_gives_the_same_returns(cartpole_bundle, capsys):
+    main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "1", "--json"])
+    numpy_returns = json.loads(capsys.readouterr().out)["returns"]
+    assert main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "1", "--backend", "torch", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == numpy_returns
+
+
+def test_unknown_backend_is_a_clear_error(cartpole_bundle):
+    with pytest.raises(rlport.UnsupportedError, match="supported: numpy, torch, onnx"):
+        rlport.load(cartpole_bundle, backend="tflite")
