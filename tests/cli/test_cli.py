@@ -127,3 +127,16 @@ def test_run_with_the_torch_backend_gives_the_same_returns(cartpole_bundle, caps
 def test_unknown_backend_is_a_clear_error(cartpole_bundle):
     with pytest.raises(rlport.UnsupportedError, match="supported: numpy, torch, onnx"):
         rlport.load(cartpole_bundle, backend="tflite")
+
+
+def test_export_onnx_then_run_with_the_onnx_backend(cartpole_bundle, tmp_path, capsys):
+    import onnx
+
+    target = tmp_path / "policy.onnx"
+    assert main(["export", str(cartpole_bundle), "--format", "onnx", "-o", str(target), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(target)
+    onnx.checker.check_model(onnx.load(str(target)), full_check=True)
+    main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "1", "--json"])
+    numpy_returns = json.loads(capsys.readouterr().out)["returns"]
+    assert main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "1", "--backend", "onnx", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == numpy_returns

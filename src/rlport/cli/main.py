@@ -257,6 +257,20 @@ def _cmd_fingerprint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlport.bundle.bundle import Bundle
+    from rlport.exporters.onnx_export import export_onnx
+
+    path = export_onnx(Bundle.load(args.bundle), args.output, opset=args.opset)
+    result = {"output": str(path), "format": args.format, "opset": args.opset, "size_bytes": Path(path).stat().st_size}
+    size = f"{result['size_bytes'] / 1024:.1f} KiB"
+    text = f"exported {args.bundle} to {path} (ONNX opset {args.opset}, {size}): raw observation in, final action out"
+    _emit(result, args.json, lambda r: text)
+    return EXIT_OK
+
+
 def _cmd_requirements(args: argparse.Namespace) -> int:
     from rlport.bundle.bundle import Bundle
     from rlport.deploy import requirements
@@ -332,6 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fingerprint)
+
+    p = sub.add_parser("export", help="export a bundle to another format (ONNX)")
+    p.add_argument("bundle")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("requirements", help="the smallest pinned requirements to run a bundle")
     p.add_argument("bundle")

@@ -75,7 +75,7 @@ class _Builder:
                 return name
 
     def const(self, array: Any, dtype: Any = None, hint: str = "const") -> str:
-        array = np.ascontiguousarray(np.asarray(array, dtype=dtype))
+        array = np.asarray(array, dtype=dtype)  # (ascontiguousarray would make scalars 1-d)
         name = self.fresh(hint)
         self.initializers.append(self.numpy_helper.from_array(array, name))
         self.types[name] = array.dtype
