@@ -42,7 +42,7 @@ from _common import (
 )
 
 TARGET_SB3_OVER_RLPORT = 20.0
-CONTENDERS = ("rlport", "sb3", "torch", "numpy")
+CONTENDERS = ("rlport", "rlport-onnx", "rlport-torch", "sb3", "torch", "numpy")
 LATENCY_POLICIES = ("ppo-cartpole", "ppo-pendulum")
 
 
@@ -62,6 +62,16 @@ def _agreement(contenders: dict[str, Any], pool: list[np.ndarray], discrete: boo
         else:
             agree[name] = all(np.allclose(a, r, atol=1e-5) for a, r in zip(actions, reference, strict=True))
     return agree
+
+
+def _no_grad(predict: Any) -> Any:
+    import torch
+
+    def call(obs: Any) -> Any:
+        with torch.no_grad():
+            return predict(obs, deterministic=True)
+
+    return call
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -95,6 +105,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             pool = list(observations(model, 256))
             contenders = {
                 "rlport": functools.partial(policy.predict, deterministic=True),
+                "rlport-onnx": functools.partial(rlport.load(path, backend="onnx").predict, deterministic=True),
+                "rlport-torch": _no_grad(rlport.load(path, backend="torch").predict),
                 "sb3": functools.partial(model.predict, deterministic=True),
                 "torch": torch_forward(model, batched=False),
                 "numpy": numpy_forward(model),

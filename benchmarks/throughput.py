@@ -39,7 +39,7 @@ from _common import (
 )
 
 TARGET_RLPORT_OVER_SB3 = 1.0
-CONTENDERS = ("rlport", "sb3", "torch", "numpy")
+CONTENDERS = ("rlport", "rlport-onnx", "rlport-torch", "sb3", "torch", "numpy")
 THROUGHPUT_POLICIES = ("ppo-cartpole", "ppo-pendulum")
 
 
@@ -51,6 +51,16 @@ def _same_actions(contenders: dict[str, Any], batch: np.ndarray, discrete: bool)
     reference = action(contenders["rlport"])
     check = np.array_equal if discrete else functools.partial(np.allclose, atol=1e-5)
     return {name: bool(check(action(fn).reshape(reference.shape), reference)) for name, fn in contenders.items()}
+
+
+def _no_grad(predict: Any) -> Any:
+    import torch
+
+    def call(obs: Any) -> Any:
+        with torch.no_grad():
+            return predict(obs, deterministic=True)
+
+    return call
 
 
 def run(quick: bool = False, batch: int = 4096) -> dict[str, Any]:
@@ -83,6 +93,8 @@ def run(quick: bool = False, batch: int = 4096) -> dict[str, Any]:
             pool = [observations(model, batch, seed=s) for s in range(4)]
             contenders = {
                 "rlport": functools.partial(policy.predict, deterministic=True),
+                "rlport-onnx": functools.partial(rlport.load(path, backend="onnx").predict, deterministic=True),
+                "rlport-torch": _no_grad(rlport.load(path, backend="torch").predict),
                 "sb3": functools.partial(model.predict, deterministic=True),
                 "torch": torch_forward(model, batched=True),
                 "numpy": numpy_forward(model),
