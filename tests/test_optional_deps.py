@@ -73,3 +73,18 @@ def test_running_episodes_without_gymnasium_names_the_extra():
     )
     assert result["error"] == "MissingDependencyError"
     assert 'pip install "rlport[sb3]"' in result["message"]
+
+
+def test_to_sb3_without_sb3_names_the_extra(bundles):
+    result = run_blocked(
+        f"""
+        import json
+        import rlport
+        try:
+            rlport.to_sb3({str(bundles["ppo"])!r})
+            print(json.dumps({{"error": None}}))
+        except rlport.MissingDependencyError as exc:
+            print(json.dumps({{"error": str(exc)}}))
+        """
+    )
+    assert result["error"] is not None and 'pip install "rlport[sb3]"' in result["error"]

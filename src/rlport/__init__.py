@@ -39,6 +39,7 @@ __all__ = [
     "from_sb3",
     "import_sb3",
     "import_zoo",
+    "to_sb3",
     "RlportError",
     "BundleError",
     "FormatVersionError",
@@ -119,3 +120,17 @@ def import_zoo(folder: str | os.PathLike, **kwargs: Any) -> Bundle:
     from rlport.importers.zoo import import_zoo as _import_zoo
 
     return _import_zoo(folder, **kwargs)
+
+
+def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -> Any:
+    """Rebuild the SB3 / sb3-contrib model of a bundle, weights loaded, ready to ``.learn()``.
+
+    See :func:`rlport.exporters.to_sb3.to_sb3` for the arguments.
+
+    Example:
+        >>> model = rlport.to_sb3("model.rlp")                          # doctest: +SKIP
+        >>> model.learn(10_000, reset_num_timesteps=False)              # doctest: +SKIP
+    """
+    from rlport.exporters.to_sb3 import to_sb3 as _to_sb3
+
+    return _to_sb3(bundle, env=env, **kwargs)

@@ -156,7 +156,9 @@ def make_env(spec: EnvSpec, env_id: str | None = None, env_kwargs: dict[str, Any
     return env
 
 
-def check_spaces(policy: Any, env: Any, exact: bool = True) -> None:
+def check_spaces(
+    policy: Any, env: Any, exact: bool = True, hint: str = "pass the env the policy was trained on (--env ID)"
+) -> None:
     """Raise :class:`SpaceError` naming the first difference between the env's and the bundle's spaces.
 
     Args:
@@ -164,6 +166,7 @@ def check_spaces(policy: Any, env: Any, exact: bool = True) -> None:
         env: a gymnasium env.
         exact: compare everything; when False, only types, shapes, sizes and dtype kinds
             (Box bounds and float widths may differ: the graph casts observations anyway).
+        hint: what the message tells the user to do.
     """
     from rlport.bundle.spaces import is_image
     from rlport.importers.gym_spaces import spec_from_space
@@ -178,8 +181,7 @@ def check_spaces(policy: Any, env: Any, exact: bool = True) -> None:
             continue  # channel-last env, channel-first policy: predict transposes, as SB3 does
         if _layout(theirs, exact) != _layout(ours, exact):
             raise SpaceError(
-                f"the env's {role} space {_describe(theirs)} differs from the bundle's {_describe(ours)}; "
-                "pass the env the policy was trained on (--env ID)"
+                f"the env's {role} space {_describe(theirs)} differs from the bundle's {_describe(ours)}; {hint}"
             )
 
 

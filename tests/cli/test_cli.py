@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -140,3 +141,47 @@ def test_export_onnx_then_run_with_the_onnx_backend(cartpole_bundle, tmp_path, c
     numpy_returns = json.loads(capsys.readouterr().out)["returns"]
     assert main(["run", str(cartpole_bundle), "--episodes", "2", "--seed", "1", "--backend", "onnx", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["returns"] == numpy_returns
+
+
+def _normalized_pendulum(tmp_path: Path, include_critic: bool) -> tuple[Path, Any]:
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    venv = VecNormalize(make_vec_env("Pendulum-v1"), clip_obs=4.0)
+    venv.obs_rms.mean, venv.obs_rms.var, venv.obs_rms.count = np.array([0.3, -0.2, 1.0]), np.array([0.5, 2, 3]), 777.0
+    model = SAC("MlpPolicy", venv, policy_kwargs={"net_arch": [16]}, buffer_size=100, seed=0, device="cpu")
+    path = tmp_path / "pendulum.rlp"
+    bundle = rlport.from_sb3(model, vec_normalize=venv, include_critic=include_critic, probes=8, evaluate=0)
+    bundle.save(path)
+    return path, bundle
+
+
+def test_export_sb3_gives_files_plain_sb3_loads(tmp_path, capsys):
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    path, bundle = _normalized_pendulum(tmp_path, include_critic=True)
+    target = tmp_path / "out" / "pendulum.zip"
+    target.parent.mkdir()
+    assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--json"]) == 0
+    outputs = json.loads(capsys.readouterr().out)["outputs"]
+    assert outputs == [str(target), str(target.parent / "vecnormalize.pkl")]
+    model = SAC.load(target, device="cpu")
+    venv = VecNormalize.load(outputs[1], make_vec_env("Pendulum-v1"))
+    assert venv.obs_rms.count == 777.0 and venv.clip_obs == 4.0
+    obs = np.random.default_rng(0).uniform(-1, 1, (32, 3)).astype(np.float32)
+    ours, _ = bundle.policy().predict(obs, deterministic=True)
+    theirs, _ = model.predict(venv.normalize_obs(obs), deterministic=True)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_export_sb3_without_critic_is_refused_and_writes_nothing(tmp_path, capsys):
+    path, _ = _normalized_pendulum(tmp_path, include_critic=False)
+    target = tmp_path / "pendulum.zip"
+    assert main(["export", str(path), "--format", "sb3", "-o", str(target)]) == 2
+    assert "--include-critic" in capsys.readouterr().err
+    assert not target.exists() and not (tmp_path / "vecnormalize.pkl").exists()
+    assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--allow-missing-critic"]) == 0
+    assert target.exists() and (tmp_path / "vecnormalize.pkl").exists()

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rlport.errors import BundleError, UnsafeFileError
-from rlport.importers.vecnormalize import RunningStats, VecNormalizeStats, read_vecnormalize
+from rlport.importers.vecnormalize import RunningStats, VecNormalizeStats, read_vecnormalize, vec_normalize_settings
 
 ZOO = Path("/work/shared/zoo-sample")
 ZOO_FILES = sorted(ZOO.glob("*/*/*/vecnormalize.pkl")) if ZOO.is_dir() else []
@@ -63,7 +63,8 @@ def test_box_observations_saved_today(tmp_path):
     assert (stats.clip_obs, stats.clip_reward, stats.gamma, stats.epsilon) == (7.5, 10.0, 0.95, 1e-6)
     assert (stats.norm_obs, stats.norm_reward, stats.training, stats.norm_obs_keys) == (True, True, False, None)
     assert stats.ret_mean == pytest.approx(float(venv.ret_rms.mean)) and stats.ret_var == float(venv.ret_rms.var)
-    assert stats.summary()["clip_obs"] == 7.5
+    assert stats.ret_count == venv.ret_rms.count
+    assert vec_normalize_settings(stats) == vec_normalize_settings(venv)  # read file and live wrapper alike
 
 
 def test_dict_observations_with_norm_obs_keys(tmp_path):

@@ -198,3 +198,48 @@ def test_rlport_run_on_an_imported_run_matches_the_published_return(bundles, tmp
     assert main(["run", str(path), "--episodes", "5", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["mean_return"] == pytest.approx(bundles[run].provenance["published_return_mean"], rel=0.05)
+
+
+def _small(run: str) -> dict:
+    """Rollout and replay sizes small enough for a test (the recorded ones stand otherwise)."""
+    algo = run.split("/")[0]
+    if algo in ("ppo", "a2c", "trpo"):
+        return {"n_steps": 32, "batch_size": 32} if algo != "a2c" else {"n_steps": 8}
+    if algo in ("sac", "ddpg", "td3", "dqn", "qrdqn", "tqc", "her"):
+        return {"buffer_size": 2_000, "learning_starts": 0}
+    return {"n_delta": 2, "n_top": 2} if algo == "ars" else {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_to_sb3_rebuilds_every_run_with_its_hyperparameters_and_training_resumes(run, tmp_path):
+    import torch
+
+    from rlport.bundle.spaces import sample_observations
+    from rlport.importers.zoo import read_zoo_yaml
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = rlport.import_zoo(ZOO / run, probes=0, include_critic=True, fingerprint=False)
+        model = rlport.to_sb3(bundle.save(tmp_path / "run.rlp"), **_small(run))
+    policy = bundle.policy()
+    obs = sample_observations(bundle.observation_space, 64, np.random.default_rng(0))
+    venv = model.get_vec_normalize_env()
+    if bundle.source.get("vec_normalize") and _env_available(bundle):
+        assert venv is not None, "the run's VecNormalize statistics were not put back"
+    theirs, _ = model.predict(venv.normalize_obs(obs) if venv is not None else obs, deterministic=True)
+    if venv is not None or not bundle.source.get("vec_normalize"):
+        ours, _ = policy.predict(obs, deterministic=True)
+        np.testing.assert_allclose(np.asarray(ours, dtype=np.float64), theirs, atol=1e-5)
+    config = read_zoo_yaml(next((ZOO / run).glob("*/config.yml")))
+    for key in ("gamma", "learning_rate", "ent_coef", "n_epochs", "gae_lambda", "tau", "target_update_interval"):
+        value = config.get(key)
+        if isinstance(value, str) and value.startswith("lin_"):
+            value = float(value[4:])
+        if isinstance(value, (int, float)) and hasattr(model, key) and not callable(getattr(model, key)):
+            assert getattr(model, key) == pytest.approx(value), f"{key}: {getattr(model, key)} vs config {value}"
+    if model.get_env() is None:
+        return
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.learn(200 if run.split("/")[0] != "ars" else 2_000)
+    assert any(not torch.equal(v, before[k]) for k, v in model.policy.state_dict().items()), "learn() changed nothing"

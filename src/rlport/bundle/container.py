@@ -81,25 +81,29 @@ def write_container(path: str | os.PathLike, manifest: bytes, members: dict[str,
             info.external_attr = 0o100644 << 16
             archive.writestr(info, data)
         archive.comment = f"rlport-bundle {FORMAT_MAJOR}.{FORMAT_MINOR} sha256:{sha256(manifest)}".encode()
-    _write_atomic(Path(path), buffer.getvalue())
+    write_atomic(Path(path), buffer.getvalue())
 
 
-def _write_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, then rename it over ``target``."""
+def write_atomic(target: Path, data: bytes, what: str = "the bundle") -> None:
+    """Write ``data`` to a temporary file beside ``target``, then rename it over ``target``.
+
+    Raises:
+        BundleError: the directory is missing, ``target`` is a directory, or the write failed
+            (any previous file at ``target`` is left as it was).
+    """
     directory = target.parent
     if not directory.is_dir():
         raise BundleError(
-            f"cannot save the bundle to {str(target)!r}: the directory {str(directory)!r} "
-            "does not exist; create it first"
+            f"cannot save {what} to {str(target)!r}: the directory {str(directory)!r} does not exist; create it first"
         )
     if target.is_dir():
-        raise BundleError(f"cannot save the bundle to {str(target)!r}: it is a directory; give a file name")
+        raise BundleError(f"cannot save {what} to {str(target)!r}: it is a directory; give a file name")
     tmp = directory / f".{target.name}.{secrets.token_hex(8)}.tmp"
     try:
         # O_EXCL: never reuse a file; mode 0o666 less the umask, as a plain open() would give.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as exc:
-        raise BundleError(f"cannot save the bundle to {str(target)!r}: {exc.strerror or exc}") from exc
+        raise BundleError(f"cannot save {what} to {str(target)!r}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -109,7 +113,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise BundleError(f"cannot save the bundle to {str(target)!r}: {exc.strerror or exc}") from exc
+            raise BundleError(f"cannot save {what} to {str(target)!r}: {exc.strerror or exc}") from exc
         raise
 
 

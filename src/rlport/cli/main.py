@@ -261,6 +261,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rlport.bundle.bundle import Bundle
+
+    if args.format == "sb3":
+        return _export_sb3(args)
     from rlport.exporters.onnx_export import export_onnx
 
     path = export_onnx(Bundle.load(args.bundle), args.output, opset=args.opset)
@@ -268,6 +271,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     size = f"{result['size_bytes'] / 1024:.1f} KiB"
     text = f"exported {args.bundle} to {path} (ONNX opset {args.opset}, {size}): raw observation in, final action out"
     _emit(result, args.json, lambda r: text)
+    return EXIT_OK
+
+
+def _export_sb3(args: argparse.Namespace) -> int:
+    from rlport.exporters.to_sb3 import export_sb3
+
+    paths = export_sb3(args.bundle, args.output, args.vecnormalize, allow_missing_critic=args.allow_missing_critic)
+    result = {"outputs": [str(p) for p in paths], "format": "sb3"}
+    load = f"ALGO.load({str(paths[0])!r})" + (f" and VecNormalize.load({str(paths[1])!r}, venv)" if paths[1:] else "")
+    _emit(result, args.json, lambda r: f"exported {args.bundle} to {', '.join(r['outputs'])}; load with {load}")
     return EXIT_OK
 
 
@@ -347,11 +360,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_fingerprint)
 
-    p = sub.add_parser("export", help="export a bundle to another format (ONNX)")
+    p = sub.add_parser("export", help="export a bundle to another format (ONNX, or an SB3 .zip today's SB3 loads)")
     p.add_argument("bundle")
-    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "sb3"])
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="onnx: the ONNX opset (17 or later)")
+    p.add_argument("--vecnormalize", help="sb3: where to write VecNormalize statistics (default: beside the .zip)")
+    p.add_argument(
+        "--allow-missing-critic",
+        action="store_true",
+        help="sb3: write a model whose value/Q networks start afresh when the bundle does not keep them",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_export)
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rlport.bundle.container import write_atomic
 from rlport.bundle.spaces import dummy_observation
 from rlport.errors import UnsupportedError, require
 from rlport.graph.schema import op_schema
@@ -521,15 +521,5 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike, opset: int = MIN_OPSET)
     model = onnx_model(bundle, opset)
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
-    data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, model.SerializeToString(), what="the ONNX model")
     return path

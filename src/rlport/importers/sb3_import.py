@@ -18,13 +18,14 @@ from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.bundle.spaces import sample_observations
 from rlport.errors import BundleError, RlportError, UnsupportedError
+from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
-from rlport.importers.sb3_live import _created, jsonable
+from rlport.importers.sb3_live import _created, jsonable, settings
 from rlport.importers.sb3_policies import build_graph
 from rlport.importers.sb3_skeleton import build_policy
-from rlport.importers.sb3_zip import SB3File, read_sb3_zip
-from rlport.importers.vecnormalize import read_vecnormalize
+from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
+from rlport.importers.vecnormalize import read_vecnormalize, vec_normalize_settings
 from rlport.verify.record import record_verification
 
 __all__ = ["import_sb3", "algorithm_of"]
@@ -48,12 +49,43 @@ _ALGORITHMS = [
 ]
 
 
-def algorithm_of(policy_class: str) -> str | None:
-    """The algorithm a policy class belongs to, when its module says (A2C/PPO/TRPO share one)."""
+# attributes that only one of the algorithms sharing ``ActorCriticPolicy`` saves
+_ON_POLICY_HINTS = [("cg_max_steps", "TRPO"), ("clip_range", "PPO"), ("gae_lambda", "A2C")]
+
+
+def algorithm_of(policy_class: str, data: dict[str, Any] | None = None) -> str | None:
+    """The algorithm a policy class belongs to, when its module says; else what the saved attributes say.
+
+    A2C, PPO and TRPO share ``ActorCriticPolicy``: TRPO saves ``cg_max_steps``, PPO ``clip_range``,
+    and A2C neither (but ``gae_lambda`` like the others).
+    """
     for prefix, name in _ALGORITHMS:
         if policy_class.startswith(prefix):
             return name
+    if policy_class.startswith("stable_baselines3.common.policies."):
+        for key, name in _ON_POLICY_HINTS:
+            if key in (data or {}):
+                return name
     return None
+
+
+def _training_settings(f: SB3File) -> dict[str, Any]:
+    """The plain hyperparameters of ``data``; serialized ones only when the allow-list reader takes them.
+
+    Schedules (``learning_rate``/``clip_range`` saved as functions) are code and are never read:
+    ``to_sb3`` then uses the algorithm's defaults unless the user passes them.
+    """
+    values: dict[str, Any] = {}
+    for key, entry in f.data.items():
+        try:
+            value = decode_entry(entry, f"data[{key!r}]")
+        except RlportError:
+            continue
+        if (safe_pickle.global_name(value) or "").endswith(".TrainFreq") and len(value.args) == 2:
+            count, unit = value.args  # SB3 >= 1.1: TrainFreq(frequency, TrainFrequencyUnit(...))
+            value = [count, unit.args[0] if isinstance(unit, safe_pickle.Instance) and unit.args else "step"]
+        values[key] = value
+    return settings(values)
 
 
 def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
@@ -63,7 +95,7 @@ def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
     return {
         "framework": "stable-baselines3",
         "framework_version": f.sb3_version,
-        "algorithm": algorithm or algorithm_of(f.policy_class),
+        "algorithm": algorithm or algorithm_of(f.policy_class, f.data),
         "policy_class": f.policy_class.rsplit(".", 1)[-1],
         "num_timesteps": int(f.data.get("num_timesteps", 0) or 0),
         "python": info.get("Python"),
@@ -132,17 +164,19 @@ def import_sb3(
             tensors.setdefault(name, value)
     source = {
         "framework": "stable-baselines3",
-        "algorithm": algorithm or algorithm_of(f.policy_class),
+        "algorithm": algorithm or algorithm_of(f.policy_class, f.data),
         "policy_class": f.policy_class,
         "policy_kwargs": jsonable(f.policy_kwargs),
         "state_dict": [name for name in f.state_dict if name in tensors],
         "includes_critic": bool(include_critic),
         "squash_output": bool(policy.squash_output),
+        "use_sde": bool(f.data.get("use_sde") or f.policy_kwargs.get("use_sde")),
+        "hyperparameters": _training_settings(f),
         "imported": True,
         "sb3_version": f.sb3_version,
     }
     if stats is not None:
-        source["vec_normalize"] = stats.summary() if hasattr(stats, "summary") else {"norm_obs": bool(stats.norm_obs)}
+        source["vec_normalize"] = vec_normalize_settings(stats)
     bundle = Bundle(
         observation_space=spec_from_space(f.observation_space),
         action_space=spec_from_space(f.action_space),

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import inspect
+import math
 import os
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
@@ -20,12 +23,14 @@ import numpy as np
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
+from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_policies import build_graph, state_dict
+from rlport.importers.vecnormalize import vec_normalize_settings
 from rlport.verify.record import record_verification
 
-__all__ = ["from_sb3", "provenance", "jsonable"]
+__all__ = ["from_sb3", "provenance", "jsonable", "settings"]
 
 
 def _version(package: str) -> str | None:
@@ -69,6 +74,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, safe_pickle.GlobalRef):  # a class named by a pickle that was read, never imported
+        return safe_pickle.global_name(value) or repr(value)
     if isinstance(value, type):
         return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -78,6 +85,56 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return value if np.isfinite(value) else str(value)
     return repr(value)
+
+
+# constructor arguments that are not training settings (or are recorded elsewhere in the bundle)
+_NOT_SETTINGS = frozenset(
+    {"policy", "env", "policy_kwargs", "use_sde", "device", "verbose", "seed", "tensorboard_log", "n_envs",
+     "num_timesteps", "start_time", "monitor_wrapper", "stats_window_size", "action_noise"}
+)  # fmt: skip
+
+
+def settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The plain-valued (numbers, strings, booleans, lists of them) training settings among an algorithm's attributes.
+
+    What ``rlport.to_sb3`` passes back to the algorithm's constructor so that training resumes
+    with the same hyperparameters. Private names, objects and ``None`` are left out.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith("_") or key in _NOT_SETTINGS:
+            continue
+        if key == "learning_rate" and _plain(value) and not value > 0:
+            continue  # a decayed schedule's end value, as SB3 saves some: resuming with it would not learn
+        if isinstance(value, (list, tuple)) and value and all(_plain(v) for v in value):
+            kept[key] = [v.item() if isinstance(v, np.generic) else v for v in value]  # train_freq=(4, "step")
+        elif _plain(value):
+            kept[key] = value.item() if isinstance(value, np.generic) else value
+    return kept
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, np.generic):
+        value = value.item()
+    return isinstance(value, (bool, int, str)) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _live_settings(model: Any) -> dict[str, Any]:
+    """The model's constructor arguments; a schedule is kept as its start value."""
+    values: dict[str, Any] = {}
+    for name in inspect.signature(type(model).__init__).parameters:
+        value = getattr(model, name, None)
+        if name in _NOT_SETTINGS or isinstance(value, type):
+            continue
+        if hasattr(value, "frequency") and hasattr(value, "unit"):  # TrainFreq(4, TrainFrequencyUnit.STEP)
+            value = [value.frequency, getattr(value.unit, "value", str(value.unit))]
+        elif callable(value):  # a schedule, kept as its start value (what learn() restarts from)
+            try:
+                value = float(value(1.0))
+            except Exception:  # noqa: BLE001 - not a schedule after all: not a setting to record
+                continue
+        values[name] = value
+    return settings(values)
 
 
 def _env_id(model: Any) -> str | None:
@@ -163,16 +220,11 @@ def from_sb3(
         "state_dict": [name for name in full if name in tensors],
         "includes_critic": bool(include_critic),
         "squash_output": bool(getattr(model.policy, "squash_output", False)),
+        "use_sde": bool(getattr(model, "use_sde", False)),
+        "hyperparameters": _live_settings(model),
     }
     if vec_normalize is not None:
-        source["vec_normalize"] = {
-            "norm_obs": bool(vec_normalize.norm_obs),
-            "norm_reward": bool(vec_normalize.norm_reward),
-            "clip_obs": float(vec_normalize.clip_obs),
-            "clip_reward": float(vec_normalize.clip_reward),
-            "gamma": float(vec_normalize.gamma),
-            "epsilon": float(vec_normalize.epsilon),
-        }
+        source["vec_normalize"] = vec_normalize_settings(vec_normalize)
     bundle = Bundle(
         observation_space=spec_from_space(model.observation_space),
         action_space=spec_from_space(model.action_space),

@@ -77,7 +77,7 @@ def _members(path: str) -> dict[str, bytes]:
     return members
 
 
-def _decode(entry: Any, what: str) -> Any:
+def decode_entry(entry: Any, what: str) -> Any:
     """A ``data`` value: plain JSON as is; a ``:serialized:`` one through the allow-list reader."""
     if not isinstance(entry, dict) or ":serialized:" not in entry:
         return entry
@@ -134,7 +134,7 @@ def _class_name(value: Any) -> str | None:
 
 
 def _policy_kwargs(raw: Any, what: str) -> dict[str, Any]:
-    kwargs = _decode(raw, what) if raw is not None else {}
+    kwargs = decode_entry(raw, what) if raw is not None else {}
     if not isinstance(kwargs, dict):
         raise BundleError(f"{what}: expected a dict, found {type(kwargs).__name__}")
     out = dict(kwargs)
@@ -181,7 +181,7 @@ def read_sb3_zip(path: str | Path) -> SB3File:
     for key in ("observation_space", "action_space", "policy_class"):
         if key not in data:
             raise BundleError(f"{path}: 'data' lacks {key!r}; is this an SB3 model?")
-    policy_class = _class_name(_decode(data["policy_class"], f"{path}: data['policy_class']"))
+    policy_class = _class_name(decode_entry(data["policy_class"], f"{path}: data['policy_class']"))
     if not policy_class:
         raise BundleError(f"{path}: cannot tell the policy class from data['policy_class']")
     kwargs = _policy_kwargs(data.get("policy_kwargs"), f"{path}: data['policy_kwargs']")
@@ -194,8 +194,10 @@ def read_sb3_zip(path: str | Path) -> SB3File:
         data=data,
         sb3_version=version,
         policy_class=policy_class,
-        observation_space=_space(_decode(data["observation_space"], f"{path}: observation_space"), "observation_space"),
-        action_space=_space(_decode(data["action_space"], f"{path}: action_space"), "action_space"),
+        observation_space=_space(
+            decode_entry(data["observation_space"], f"{path}: observation_space"), "observation_space"
+        ),
+        action_space=_space(decode_entry(data["action_space"], f"{path}: action_space"), "action_space"),
         policy_kwargs=kwargs,
         state_dict=read_torch_file(members["policy.pth"], what=f"{path}: policy.pth"),
         system_info=_system_info(members.get("system_info.txt", b"").decode("utf-8", "replace")),

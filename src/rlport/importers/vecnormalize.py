@@ -26,7 +26,7 @@ import numpy as np
 from rlport.errors import BundleError
 from rlport.importers import safe_pickle
 
-__all__ = ["VecNormalizeStats", "RunningStats", "read_vecnormalize"]
+__all__ = ["VecNormalizeStats", "RunningStats", "read_vecnormalize", "vec_normalize_settings"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +61,7 @@ class VecNormalizeStats:
         norm_obs_keys: the normalised keys of a Dict observation; None for other observations.
         ret_mean: mean of the discounted return statistics, None when absent.
         ret_var: their variance, None when absent.
+        ret_count: how many returns they saw (0.0 when absent).
     """
 
     obs_mean: np.ndarray | dict[str, np.ndarray] | None
@@ -76,6 +77,7 @@ class VecNormalizeStats:
     norm_obs_keys: list[str] | None
     ret_mean: float | None = None
     ret_var: float | None = None
+    ret_count: float = 0.0
 
     @property
     def obs_rms(self) -> RunningStats | dict[str, RunningStats] | None:
@@ -86,17 +88,37 @@ class VecNormalizeStats:
             return None
         return RunningStats(self.obs_mean, self.obs_var, self.obs_count)
 
-    def summary(self) -> dict[str, Any]:
-        """The settings as JSON-able values (for a bundle's provenance)."""
-        return {
-            "norm_obs": self.norm_obs,
-            "norm_reward": self.norm_reward,
-            "clip_obs": self.clip_obs,
-            "clip_reward": self.clip_reward,
-            "gamma": self.gamma,
-            "epsilon": self.epsilon,
-            "norm_obs_keys": self.norm_obs_keys,
-        }
+    @property
+    def ret_rms(self) -> RunningStats | None:
+        """The discounted-return statistics as SB3's ``VecNormalize.ret_rms``, None when absent."""
+        if self.ret_mean is None or self.ret_var is None:
+            return None
+        return RunningStats(np.float64(self.ret_mean), np.float64(self.ret_var), self.ret_count)
+
+
+def vec_normalize_settings(vec_normalize: Any) -> dict[str, Any]:
+    """The settings and running counts of a ``VecNormalize`` (SB3's or :class:`VecNormalizeStats`), JSON-able.
+
+    Kept in a bundle's ``source`` so that ``rlport.to_sb3`` can rebuild the wrapper and keep
+    updating its statistics where training stopped (the means and variances are graph tensors).
+    """
+    obs_rms = getattr(vec_normalize, "obs_rms", None)
+    first = next(iter(obs_rms.values()), None) if isinstance(obs_rms, dict) else obs_rms
+    ret_rms = getattr(vec_normalize, "ret_rms", None)
+    keys = getattr(vec_normalize, "norm_obs_keys", None)
+    return {
+        "norm_obs": bool(vec_normalize.norm_obs),
+        "norm_reward": bool(vec_normalize.norm_reward),
+        "clip_obs": float(vec_normalize.clip_obs),
+        "clip_reward": float(vec_normalize.clip_reward),
+        "gamma": float(vec_normalize.gamma),
+        "epsilon": float(vec_normalize.epsilon),
+        "norm_obs_keys": None if keys is None else [str(k) for k in keys],
+        "obs_count": float(first.count) if first is not None else 0.0,
+        "ret_mean": _one(np.asarray(ret_rms.mean)) if ret_rms is not None else None,
+        "ret_var": _one(np.asarray(ret_rms.var)) if ret_rms is not None else None,
+        "ret_count": float(ret_rms.count) if ret_rms is not None else 0.0,
+    }
 
 
 def _running_stats(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray, float]:
@@ -179,7 +201,7 @@ def read_vecnormalize(data: bytes, *, what: str) -> VecNormalizeStats:
     state = obj.attributes()
     obs_mean, obs_var, obs_count = _obs_stats(state, what)
     ret = state.get("ret_rms")
-    ret_mean, ret_var, _ = _running_stats(ret, f"{what}: ret_rms") if ret is not None else (None, None, 0.0)
+    ret_mean, ret_var, ret_count = _running_stats(ret, f"{what}: ret_rms") if ret is not None else (None, None, 0.0)
     return VecNormalizeStats(
         obs_mean=obs_mean,
         obs_var=obs_var,
@@ -194,4 +216,5 @@ def read_vecnormalize(data: bytes, *, what: str) -> VecNormalizeStats:
         norm_obs_keys=_norm_obs_keys(state, obs_mean, what),
         ret_mean=_one(ret_mean),
         ret_var=_one(ret_var),
+        ret_count=ret_count,
     )

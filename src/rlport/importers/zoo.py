@@ -20,6 +20,7 @@ from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, WrapperSpec
 from rlport.errors import BundleError, EnvError, MissingDependencyError, RlportWarning, SpaceError, UnsafeFileError
 from rlport.importers.sb3_import import import_sb3
+from rlport.importers.sb3_live import settings
 from rlport.verify.record import record_verification
 
 __all__ = ["import_zoo", "read_zoo_yaml", "map_env_id", "wrappers_from_config", "published_returns"]
@@ -102,6 +103,27 @@ def wrappers_from_config(config: dict[str, Any]) -> list[WrapperSpec]:
     if config.get("frame_stack"):
         wrappers.append(WrapperSpec("frame_stack", {"n_stack": int(config["frame_stack"])}))
     return wrappers
+
+
+# config.yml entries that are not constructor arguments (or are recorded elsewhere)
+_NOT_HYPERPARAMETERS = {"n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "n_envs", "policy_kwargs"}
+
+
+def config_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The zoo's hyperparameters as plain values; ``lin_X`` schedules as their start value ``X``."""
+    values = {}
+    for key, value in config.items():
+        if key in _NOT_HYPERPARAMETERS or key.endswith(("_class", "_kwargs")):  # objects, written as code
+            continue
+        if isinstance(value, str) and value.startswith("lin_"):
+            try:
+                value = float(value[4:])
+            except ValueError:
+                continue
+        elif isinstance(value, str) and value.startswith(("[", "(", "{", "dict(")):
+            continue  # a Python expression, not a plain value
+        values[key] = value
+    return settings(values)
 
 
 def _uses_vecnormalize(config: dict[str, Any]) -> bool:
@@ -239,6 +261,7 @@ def import_zoo(
         fingerprint=False,
         evaluate=0,
     )
+    bundle.source["hyperparameters"] = {**bundle.source.get("hyperparameters", {}), **config_settings(config)}
     note = None
     if env_id is None:
         new_id, note = map_env_id(recorded_id, bundle)

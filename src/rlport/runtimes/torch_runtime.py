@@ -11,12 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlport.errors import require
-from rlport.runtimes.numpy_runtime import NumpyPolicy, _leaf_feeder, _leaf_space
+from rlport.runtimes.predict import GraphPredictor
 
 if TYPE_CHECKING:
     import torch
@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 __all__ = ["TorchPolicy"]
 
 
-class TorchPolicy:
+class TorchPolicy(GraphPredictor):
     """A bundle's policy run by torch: numpy in, numpy out, exactly as :class:`NumpyPolicy`.
 
     Observations, states, episode starts and masks are fed as the numpy runtime feeds them
     (batching, channel-last images transposed, zero initial state); the graph runs in
-    :attr:`module` under ``torch.no_grad()``. ``predict`` is not thread-safe.
+    :attr:`module` under ``torch.no_grad()``. ``predict`` (see :meth:`GraphPredictor.predict`)
+    is not thread-safe.
 
     Args:
         bundle: a loaded :class:`~rlport.bundle.bundle.Bundle`.
@@ -50,12 +51,6 @@ class TorchPolicy:
 
     backend = "torch"
 
-    # The numpy runtime's observation feeding, reused as is: they read the attributes set below.
-    _feed = NumpyPolicy._feed
-    _feed_state = NumpyPolicy._feed_state
-    _dry_run = NumpyPolicy._dry_run
-    is_recurrent = NumpyPolicy.is_recurrent
-
     def __init__(self, bundle: Bundle, device: str = "cpu", seed: int | None = None) -> None:
         torch = require("torch", "sb3", "the torch runtime")
         from rlport.runtimes.torch_ops import GraphModule
@@ -67,55 +62,17 @@ class TorchPolicy:
         self.device = torch.device(device)
         graph = bundle.graph
         self.module = GraphModule(graph, bundle.tensors, device=self.device, seed=seed).eval()
-        self._inputs = graph.inputs
-        roles = [graph_input.role for graph_input in graph.inputs]
-        self._obs = []
-        for index, graph_input in enumerate(graph.inputs):
-            if graph_input.role == "observation":
-                key = graph_input.key or ()
-                what = f"observation[{'.'.join(key)!r}]" if key else "observation"
-                self._obs.append((index, key, _leaf_feeder(_leaf_space(self.observation_space, key), what)))
-        self._states = [(i, g) for i, g in enumerate(graph.inputs) if g.role == "state"]
-        self._start = roles.index("episode_start") if "episode_start" in roles else None
-        self._mask = roles.index("action_mask") if "action_mask" in roles else None
+        self._bind_inputs(graph)
         self._dry_run()
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
         self.module.seed(seed)
 
-    def predict(
-        self,
-        observation: Any,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-        action_masks: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """Act on one observation or a batch, exactly as SB3's ``model.predict``.
-
-        Args:
-            observation: one observation or a batch (a dict of arrays for dict spaces).
-            state: recurrent state from the previous call (``None`` at the start).
-            episode_start: per batch row, whether an episode starts (resets the state).
-            deterministic: take the distribution's mode instead of sampling.
-            action_masks: booleans per action (MaskablePPO); ``None`` allows every action.
-
-        Returns:
-            The action as a numpy array (batch axis removed for a single observation) and the
-            next state (``state`` unchanged for non-recurrent policies).
-
-        Example:
-            >>> action, state = policy.predict(obs, deterministic=True)   # doctest: +SKIP
-        """
-        values, vectorized = self._feed(observation, state, episode_start, action_masks)
+    def _run(self, values: list, deterministic: bool) -> list[np.ndarray]:
         with self._torch.no_grad():
             inputs = [None if value is None else self._tensor(value) for value in values]
-            results = [r.cpu().numpy() for r in self.module(*inputs, deterministic=bool(deterministic))]
-        action = results[0] if vectorized else results[0][0]
-        if self._states:
-            return action, tuple(results[1:])
-        return action, state
+            return [r.cpu().numpy() for r in self.module(*inputs, deterministic=deterministic)]
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         array = np.ascontiguousarray(array)

@@ -1,0 +1,117 @@
+"""The env side of ``rlport.to_sb3``: the model's VecEnv, its space check and the bundle's VecNormalize."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from rlport.bundle.bundle import Bundle
+from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError
+
+__all__ = ["sb3_env", "spaces_only_env"]
+
+
+def sb3_env(bundle: Bundle, env: Any, cls: type) -> Any:
+    """The model's VecEnv (with the bundle's VecNormalize), or None when no env can be had."""
+    from rlport.envs import make_env
+
+    if env is None:
+        try:
+            env = make_env(bundle.env)
+        except (EnvError, MissingDependencyError) as exc:
+            warnings.warn(
+                f"the model has no env ({exc}); call model.set_env(env) before model.learn(), "
+                "or pass env= to to_sb3 so that the bundle's VecNormalize statistics are applied",
+                RlportWarning,
+                stacklevel=4,
+            )
+            return None
+    venv = cls._wrap_env(env, verbose=0)  # SB3's own wrapping: Monitor, DummyVecEnv, channel-first images
+    _check_spaces(bundle, venv)
+    settings = bundle.source.get("vec_normalize")
+    if settings and settings.get("norm_obs"):
+        venv = _vec_normalize(venv, bundle, settings)
+    return venv
+
+
+def _check_spaces(bundle: Bundle, venv: Any) -> None:
+    """The env must fit the policy: same action space; observations alike up to bounds and float width.
+
+    Observation bounds often change between gym releases without changing what a policy sees; the
+    model takes the env's observation space then, as SB3 would when training on it. Image-ness
+    (SB3 scales uint8 images by 1/255) and action bounds (clipping, rescaling) must agree exactly.
+    """
+    from rlport.bundle.spaces import is_image, leaves
+    from rlport.envs import check_spaces
+    from rlport.importers.gym_spaces import spec_from_space
+
+    hint = "pass to_sb3 an env with the spaces the policy was trained on"
+    check_spaces(bundle, venv, exact=False, hint=hint)
+    theirs = spec_from_space(venv.observation_space)
+    for (key, ours), (_, other) in zip(leaves(bundle.observation_space), leaves(theirs), strict=True):
+        if is_image(ours) != is_image(other):
+            where = f"observation {'.'.join(key)}" if key else "observation"
+            raise SpaceError(
+                f"the env's {where} is {'' if is_image(other) else 'not '}an image but the bundle's is "
+                f"{'' if is_image(ours) else 'not '}(SB3 scales images by 1/255); {hint}"
+            )
+    if spec_from_space(venv.action_space).to_json() != bundle.action_space.to_json():
+        check_spaces(bundle, venv, exact=True, hint=hint)  # names the difference
+
+
+def _vec_normalize(venv: Any, bundle: Bundle, settings: dict[str, Any]) -> Any:
+    """``venv`` inside a VecNormalize carrying the bundle's statistics and running counts."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+    from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
+
+    wrapper = unwrap_vec_normalize(venv)
+    if wrapper is None:
+        options = ("norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys")
+        wrapper = venv = VecNormalize(venv, norm_obs=True, **{k: settings[k] for k in options if k in settings})
+    count = float(settings.get("obs_count") or 0.0)
+    if count <= 0.0:
+        warnings.warn(
+            "the bundle does not record how many observations its statistics saw; they are frozen "
+            "(VecNormalize.training = False) so that the first update does not overwrite them",
+            RlportWarning,
+            stacklevel=5,
+        )
+        wrapper.training = False
+
+    def stats(stem: str) -> RunningMeanStd:
+        rms = RunningMeanStd(shape=bundle.tensors[f"{stem}.mean"].shape)
+        rms.mean, rms.var = np.array(bundle.tensors[f"{stem}.mean"]), np.array(bundle.tensors[f"{stem}.var"])
+        rms.count = max(count, 1e-4)
+        return rms
+
+    if isinstance(wrapper.obs_rms, dict):
+        for key in wrapper.obs_rms:
+            if f"vecnormalize.obs.{key}.mean" in bundle.tensors:
+                wrapper.obs_rms[key] = stats(f"vecnormalize.obs.{key}")
+    else:
+        wrapper.obs_rms = stats("vecnormalize.obs")
+    if settings.get("ret_var") is not None:
+        wrapper.ret_rms.mean, wrapper.ret_rms.var = float(settings["ret_mean"]), float(settings["ret_var"])
+        wrapper.ret_rms.count = max(float(settings.get("ret_count") or 0.0), 1e-4)
+    return venv
+
+
+def spaces_only_env(bundle: Bundle) -> Any:
+    """A gymnasium env with the bundle's spaces and nothing else: enough to build and save a model."""
+    import gymnasium as gym
+
+    from rlport.importers.gym_spaces import space_from_spec
+
+    class SpacesOnly(gym.Env):
+        observation_space = space_from_spec(bundle.observation_space)
+        action_space = space_from_spec(bundle.action_space)
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+            raise EnvError("this env only carries the bundle's spaces; pass a real env to train")
+
+        def step(self, action: Any) -> Any:
+            raise EnvError("this env only carries the bundle's spaces; pass a real env to train")
+
+    return SpacesOnly()

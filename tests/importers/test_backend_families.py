@@ -1,0 +1,70 @@
+"""Every policy family of the foundation tests gives the same deterministic actions on every backend.
+
+One model per algorithm (13) plus the variants that change the graph (gSDE, CNN, Dict, LSTM,
+masks, squashed ARS): SB3's own ``predict`` is the reference; numpy, torch and onnx backends
+must equal it (discrete actions exactly, continuous within 1e-5).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sb3_models import ALGOS, OBS_SPACES, ModelSpec, assert_same_actions, make_model, sample_obs
+
+import rlport
+
+FAMILIES = [
+    ModelSpec("A2C", obs="multidiscrete", action="multibinary"),
+    ModelSpec("PPO", "CnnPolicy", obs="rgb", action="box"),
+    ModelSpec("TRPO", action="multidiscrete"),
+    ModelSpec("MaskablePPO", "MultiInputPolicy", obs="dict", action="discrete"),
+    ModelSpec("RecurrentPPO", "MlpLstmPolicy", action="discrete"),
+    ModelSpec("DQN", obs="discrete", action="discrete"),
+    ModelSpec("QRDQN", obs="multibinary", action="discrete"),
+    ModelSpec("SAC", kwargs={"use_sde": True}),
+    ModelSpec("TQC", obs="box64", action="box2d"),
+    ModelSpec("TD3", obs="dict_vec", policy="MultiInputPolicy"),
+    ModelSpec("DDPG", action="box2d"),
+    ModelSpec("CrossQ", obs="box2d"),
+    ModelSpec("ARS", "MlpPolicy", policy_kwargs={"squash_output": True}),
+    ModelSpec("ARS", "LinearPolicy", action="discrete"),
+]
+
+
+def test_every_algorithm_is_covered():
+    assert {spec.algo for spec in FAMILIES} == set(ALGOS)
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=str)
+def test_all_backends_act_as_sb3(spec, tmp_path):
+    model = make_model(spec)
+    path = rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0).save(tmp_path / "model.rlp")
+    obs = sample_obs(OBS_SPACES[spec.obs], 48, seed=21)
+    recurrent = spec.algo == "RecurrentPPO"
+    starts = np.zeros(48, dtype=bool) if recurrent else None
+    reference, _ = model.predict(obs, episode_start=starts, deterministic=True)
+    for backend in rlport.BACKENDS:
+        policy = rlport.load(path, backend=backend)
+        actions, _ = policy.predict(obs, episode_start=starts, deterministic=True)
+        assert_same_actions(np.asarray(actions), reference, f"{backend} backend")
+
+
+@pytest.fixture(scope="module")
+def ppo_path(tmp_path_factory):
+    model = make_model(ModelSpec("PPO", action="discrete"))
+    return rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0).save(tmp_path_factory.mktemp("b") / "m.rlp")
+
+
+@pytest.mark.parametrize("backend", rlport.BACKENDS)
+def test_ragged_observations_are_an_observation_error_on_every_backend(ppo_path, backend):
+    policy = rlport.load(ppo_path, backend=backend)
+    with pytest.raises(rlport.ObservationError):
+        policy.predict([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.1]], deterministic=True)
+
+
+@pytest.mark.parametrize("backend", rlport.BACKENDS)
+def test_a_state_given_to_a_stateless_policy_comes_back_as_in_sb3(ppo_path, backend):
+    policy = rlport.load(ppo_path, backend=backend)
+    state = (np.ones((1, 3)),)
+    _, returned = policy.predict(np.zeros(6, np.float32), state=state, deterministic=True)
+    assert returned is state

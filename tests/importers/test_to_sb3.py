@@ -1,0 +1,321 @@
+"""``rlport.to_sb3``: bundle back into SB3, same weights and actions, training resumes, clear refusals.
+
+Round trip = a perturbed in-process model, exported (``include_critic=True``), saved, rebuilt by
+``to_sb3``: every ``state_dict`` tensor equal to the original's, equal deterministic actions, and
+``.learn()`` changes the weights.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.wrappers import TimeLimit
+from sb3_models import ACTION_SPACES, OBS_SPACES, ModelSpec, SpacesEnv, assert_same_actions, make_model, sample_obs
+
+import rlport
+from rlport.errors import RlportWarning, SpaceError, UnsupportedError
+
+N_OBS = 64
+
+FAMILIES = [
+    ModelSpec("PPO", action="discrete"),
+    ModelSpec("PPO", kwargs={"use_sde": True}),
+    ModelSpec("PPO", "CnnPolicy", obs="gray", action="discrete"),
+    ModelSpec("A2C", "MultiInputPolicy", obs="dict", policy_kwargs={"share_features_extractor": False}),
+    ModelSpec("A2C", obs="multidiscrete", action="multibinary"),
+    ModelSpec("TRPO", action="multidiscrete"),
+    ModelSpec("MaskablePPO", action="discrete"),
+    ModelSpec("RecurrentPPO", "MlpLstmPolicy", policy_kwargs={"n_lstm_layers": 2}),
+    ModelSpec("DQN", obs="discrete", action="discrete"),
+    ModelSpec("QRDQN", "CnnPolicy", obs="rgb", action="discrete"),
+    ModelSpec("SAC", kwargs={"use_sde": True}),
+    ModelSpec("SAC", "MultiInputPolicy", obs="dict_vec"),
+    ModelSpec("TD3", action="box2d"),
+    ModelSpec("DDPG", obs="box64", action="box64"),
+    ModelSpec("TQC"),
+    ModelSpec("CrossQ", obs="multibinary"),
+    ModelSpec("ARS", "LinearPolicy"),
+]
+
+
+def _env(spec: ModelSpec) -> SpacesEnv:
+    return SpacesEnv(OBS_SPACES[spec.obs], ACTION_SPACES[spec.action])
+
+
+def _export(model, tmp_path, **kwargs) -> rlport.Bundle:
+    """Export (critic kept by default), save and load again: to_sb3 reads what a file holds."""
+    kwargs.setdefault("include_critic", True)
+    bundle = rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0, **kwargs)
+    return rlport.Bundle.load(bundle.save(tmp_path / "model.rlp"))
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.policy.state_dict().items()}
+
+
+def _assert_same_predictions(ours, theirs, obs, **kwargs) -> None:
+    a, _ = ours.predict(obs, deterministic=True, **kwargs)
+    b, _ = theirs.predict(obs, deterministic=True, **kwargs)
+    assert_same_actions(a, b, "to_sb3 model vs original")
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=str)
+def test_round_trip_restores_every_tensor_and_action(spec, tmp_path):
+    original = make_model(spec)
+    _export(original, tmp_path)
+    rebuilt = rlport.to_sb3(tmp_path / "model.rlp", env=_env(spec))  # a path, as users pass it
+    assert type(rebuilt) is type(original)
+    assert type(rebuilt.policy) is type(original.policy)
+    expected, found = _state(original), _state(rebuilt)
+    assert sorted(found) == sorted(expected)
+    for name, value in expected.items():
+        assert torch.equal(found[name], value), f"{name} differs after to_sb3"
+    _assert_same_predictions(rebuilt, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=5))
+
+
+LEARN_SPECS = [
+    ModelSpec("PPO", action="discrete"),
+    ModelSpec("RecurrentPPO", "MlpLstmPolicy"),
+    ModelSpec("MaskablePPO", action="multidiscrete"),
+    ModelSpec("SAC", kwargs={"use_sde": True}),
+    ModelSpec("DQN", action="discrete", kwargs={"learning_starts": 0, "train_freq": 4}),
+    ModelSpec("ARS", "LinearPolicy"),
+]
+
+
+class _Rewarded(gym.Wrapper):
+    """A reward that depends on the action, so that every algorithm has something to learn."""
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, -float(np.sum(np.square(np.asarray(action, dtype=np.float64)))), terminated, truncated, info
+
+
+@pytest.mark.parametrize("spec", LEARN_SPECS, ids=str)
+def test_learn_continues_training_from_the_bundle(spec, tmp_path):
+    env = TimeLimit(_Rewarded(_env(spec)), max_episode_steps=16)  # ARS learns from whole episodes
+    model = rlport.to_sb3(_export(make_model(spec), tmp_path), env=env)
+    before = _state(model)
+    steps = 64
+    model.learn(steps)
+    changed = [name for name, value in _state(model).items() if not torch.equal(value, before[name])]
+    assert changed, "learn() did not change any weight"
+    assert model.num_timesteps >= steps
+
+
+def test_hyperparameters_gSDE_and_timesteps_come_back(tmp_path):
+    schedule = lambda progress: 3e-4 * progress  # noqa: E731 - SB3 takes a callable of the progress remaining
+    spec = ModelSpec(
+        "PPO",
+        kwargs={"gamma": 0.93, "n_epochs": 3, "clip_range": 0.15, "learning_rate": schedule, "use_sde": True},
+    )
+    original = make_model(spec)
+    original.num_timesteps = 12_345
+    model = rlport.to_sb3(_export(original, tmp_path), env=_env(spec))
+    assert (model.gamma, model.n_epochs, model.use_sde) == (0.93, 3, True)
+    assert model.clip_range(0.5) == pytest.approx(0.15)  # a constant schedule again
+    assert model.learning_rate == pytest.approx(3e-4)  # a schedule's start value, not its end (0)
+    assert model.num_timesteps == 12_345
+    assert rlport.to_sb3(tmp_path / "model.rlp", env=_env(spec), gamma=0.5).gamma == 0.5  # kwargs win
+
+
+def test_train_frequency_in_episodes_comes_back(tmp_path):
+    spec = ModelSpec("SAC", kwargs={"train_freq": (2, "episode"), "gradient_steps": 3})
+    model = rlport.to_sb3(_export(make_model(spec), tmp_path), env=_env(spec))
+    assert (model.train_freq.frequency, model.train_freq.unit.value) == (2, "episode")
+    assert model.gradient_steps == 3
+
+
+def test_a_bundle_without_critic_says_so_and_can_start_it_afresh(tmp_path):
+    spec = ModelSpec("SAC")
+    original = make_model(spec)
+    bundle = _export(original, tmp_path, include_critic=False)
+    with pytest.raises(UnsupportedError, match=r"include_critic=True.*allow_missing_critic=True") as err:
+        rlport.to_sb3(bundle, env=_env(spec))
+    assert "critic" in str(err.value)
+    with pytest.warns(RlportWarning, match="critic.*fresh"):
+        model = rlport.to_sb3(bundle, env=_env(spec), allow_missing_critic=True)
+    _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=6))
+    expected = original.policy.critic.state_dict()
+    assert not all(torch.equal(v, expected[k]) for k, v in model.policy.critic.state_dict().items())
+
+
+def test_target_networks_start_as_copies_when_the_bundle_has_only_the_actor(tmp_path):
+    spec = ModelSpec("DQN", action="discrete")
+    original = make_model(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RlportWarning)  # nothing is missing: no warning
+        model = rlport.to_sb3(_export(original, tmp_path, include_critic=False), env=_env(spec))
+    online, target = model.policy.q_net.state_dict(), model.policy.q_net_target.state_dict()
+    assert all(torch.equal(online[k], target[k]) for k in online)
+    assert all(torch.equal(online[k], v) for k, v in original.policy.q_net.state_dict().items())
+
+
+def _vec_normalize(spec: ModelSpec, **kwargs):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = VecNormalize(DummyVecEnv([lambda: _env(spec)]), clip_obs=2.5, gamma=0.97, **kwargs)
+    rng = np.random.default_rng(11)
+    rms = venv.obs_rms if isinstance(venv.obs_rms, dict) else {None: venv.obs_rms}
+    for stats in rms.values():
+        stats.mean = rng.normal(0.0, 1.0, stats.mean.shape)
+        stats.var = rng.uniform(0.1, 3.0, stats.var.shape)
+        stats.count = 4321.0
+    venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count = 1.5, 7.0, 99.0
+    return venv
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs",
+    [(ModelSpec("PPO"), {}), (ModelSpec("SAC", "MultiInputPolicy", obs="dict_vec"), {"norm_obs_keys": ["pos"]})],
+    ids=["box", "dict-one-key"],
+)
+def test_vec_normalize_statistics_and_counts_come_back(spec, kwargs, tmp_path):
+    original_venv = _vec_normalize(spec, **kwargs)
+    original = make_model(spec, env=original_venv)
+    bundle = _export(original, tmp_path, vec_normalize=original_venv)
+    model = rlport.to_sb3(bundle, env=_env(spec))
+    venv = model.get_vec_normalize_env()
+    assert venv is not None and venv.training
+    assert (venv.clip_obs, venv.gamma, venv.norm_obs_keys) == (2.5, 0.97, original_venv.norm_obs_keys)
+    ours = venv.obs_rms if isinstance(venv.obs_rms, dict) else {None: venv.obs_rms}
+    theirs = original_venv.obs_rms if isinstance(original_venv.obs_rms, dict) else {None: original_venv.obs_rms}
+    for key in theirs:
+        np.testing.assert_array_equal(ours[key].mean, theirs[key].mean)
+        np.testing.assert_array_equal(ours[key].var, theirs[key].var)
+        assert ours[key].count == 4321.0
+    assert (venv.ret_rms.mean, venv.ret_rms.var, venv.ret_rms.count) == (1.5, 7.0, 99.0)
+    obs = sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=8)
+    actions, _ = model.predict(venv.normalize_obs(obs), deterministic=True)
+    assert_same_actions(actions, bundle.policy().predict(obs, deterministic=True)[0], "normalised predict")
+
+
+def test_statistics_without_a_count_are_frozen(tmp_path):
+    spec = ModelSpec("PPO")
+    venv = _vec_normalize(spec)
+    bundle = _export(make_model(spec, env=venv), tmp_path, vec_normalize=venv)
+    del bundle.source["vec_normalize"]["obs_count"]  # as bundles written before counts were kept
+    with pytest.warns(RlportWarning, match="frozen"):
+        model = rlport.to_sb3(bundle, env=_env(spec))
+    assert model.get_vec_normalize_env().training is False
+
+
+def test_a_user_vec_normalize_gets_the_bundles_statistics(tmp_path):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    spec = ModelSpec("PPO")
+    venv = _vec_normalize(spec)
+    bundle = _export(make_model(spec, env=venv), tmp_path, vec_normalize=venv)
+    mine = VecNormalize(DummyVecEnv([lambda: _env(spec)]))
+    model = rlport.to_sb3(bundle, env=mine)
+    assert model.get_vec_normalize_env() is mine
+    np.testing.assert_array_equal(mine.obs_rms.mean, venv.obs_rms.mean)
+
+
+def test_without_env_the_bundles_env_is_made(tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    original = PPO("MlpPolicy", make_vec_env("Pendulum-v1"), n_steps=64, batch_size=64, device="cpu", seed=0)
+    model = rlport.to_sb3(_export(original, tmp_path))
+    assert model.get_env().envs[0].unwrapped.spec.id == "Pendulum-v1"
+    model.learn(64)
+
+
+def test_without_any_env_the_model_still_predicts_and_says_how_to_learn(tmp_path):
+    spec = ModelSpec("TD3")
+    original = make_model(spec)
+    bundle = _export(original, tmp_path)
+    assert bundle.env.id is None  # SpacesEnv is not registered
+    with pytest.warns(RlportWarning, match=r"set_env"):
+        model = rlport.to_sb3(bundle)
+    assert model.get_env() is None
+    _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=9))
+    sac = _export(make_model(ModelSpec("SAC")), tmp_path)
+    del sac.source["hyperparameters"]["target_entropy"]  # as SB3 zips hold it: serialized, unread
+    with pytest.warns(RlportWarning):
+        assert rlport.to_sb3(sac).target_entropy == -3.0  # SB3's "auto", worked out without an env
+
+
+def test_env_spaces_are_checked(tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    wide = SpacesEnv(OBS_SPACES["box"], spaces.Box(-5.0, 5.0, (3,), np.float32))
+    with pytest.raises(SpaceError, match="action space"):
+        rlport.to_sb3(bundle, env=wide)
+    other_bounds = SpacesEnv(spaces.Box(-np.inf, np.inf, (6,), np.float64), ACTION_SPACES["box"])
+    model = rlport.to_sb3(bundle, env=other_bounds)  # observation bounds and float width may differ
+    assert model.observation_space.dtype == np.float64
+    image = _export(make_model(ModelSpec("PPO", "CnnPolicy", obs="gray", action="discrete")), tmp_path)
+    not_image = SpacesEnv(spaces.Box(0.0, 1.0, (36, 36, 1), np.uint8), ACTION_SPACES["discrete"])
+    with pytest.raises(SpaceError, match="image"):
+        rlport.to_sb3(image, env=not_image)
+
+
+def test_only_sb3_bundles_and_known_algorithms(tmp_path):
+    spec = ModelSpec("A2C")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source["algorithm"] = None
+    with pytest.raises(UnsupportedError, match="algorithm="):
+        rlport.to_sb3(bundle, env=_env(spec))
+    assert type(rlport.to_sb3(bundle, env=_env(spec), algorithm="A2C")).__name__ == "A2C"
+    with pytest.raises(UnsupportedError, match="'HAL9000' is not supported"):
+        rlport.to_sb3(bundle, env=_env(spec), algorithm="HAL9000")
+    bundle.source = {}
+    with pytest.raises(UnsupportedError, match="not made from a Stable-Baselines3 model"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("policy_class", "os.system"),
+        ("activation_fn", "builtins.eval"),
+        ("features_extractor_class", "subprocess.Popen"),
+    ],
+)
+def test_classes_outside_torch_and_sb3_are_never_imported(field, value, tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    if field == "policy_class":
+        bundle.source[field] = value
+    else:
+        bundle.source["policy_kwargs"][field] = value
+    with pytest.raises(UnsupportedError, match=rf"{field} is {value}, which is not part of torch"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+def test_a_class_can_be_passed_instead(tmp_path):
+    spec = ModelSpec("PPO", policy_kwargs={"activation_fn": torch.nn.ELU})
+    original = make_model(spec)
+    bundle = _export(original, tmp_path)
+    bundle.source["policy_kwargs"]["activation_fn"] = "mypackage.layers.ELU"  # a class of the user's own
+    model = rlport.to_sb3(bundle, env=_env(spec), policy_kwargs={"activation_fn": torch.nn.ELU})
+    _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=10))
+
+
+def test_weights_that_do_not_fit_are_named(tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source["policy_kwargs"]["net_arch"] = [32, 32]  # not the architecture the weights came from
+    with pytest.raises(UnsupportedError, match=r"do not fit the PPO .*other shapes: mlp_extractor"):
+        rlport.to_sb3(bundle, env=_env(spec))
+    bundle.source["policy_kwargs"]["net_arch"] = [16]
+    with pytest.raises(UnsupportedError, match="names it does not have: mlp_extractor.policy_net.2"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+def test_a_saved_zip_imported_without_naming_the_algorithm(tmp_path):
+    for spec in (ModelSpec("A2C"), ModelSpec("PPO"), ModelSpec("TRPO")):
+        original = make_model(spec)
+        original.save(tmp_path / "model.zip")
+        bundle = rlport.import_sb3(tmp_path / "model.zip", include_critic=True, fingerprint=False)
+        assert bundle.source["algorithm"] == spec.algo
+        model = rlport.to_sb3(bundle, env=_env(spec))
+        assert type(model) is type(original)
+        _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=12))
