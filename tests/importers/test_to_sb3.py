@@ -15,6 +15,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from gymnasium.wrappers import TimeLimit
+from old_layouts import LAYOUTS
 from sb3_models import ACTION_SPACES, OBS_SPACES, ModelSpec, SpacesEnv, assert_same_actions, make_model, sample_obs
 
 import rlport
@@ -319,3 +320,53 @@ def test_a_saved_zip_imported_without_naming_the_algorithm(tmp_path):
         model = rlport.to_sb3(bundle, env=_env(spec))
         assert type(model) is type(original)
         _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=12))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_files_in_older_layouts_come_back(layout, tmp_path):
+    spec = ModelSpec("A2C", policy_kwargs={"activation_fn": torch.nn.ELU})
+    original = make_model(spec)
+    original.save(tmp_path / "model.zip")
+    bundle = rlport.import_sb3(LAYOUTS[layout](tmp_path / "model.zip"), include_critic=True, fingerprint=False)
+    model = rlport.to_sb3(bundle, env=_env(spec))
+    assert model.policy.activation_fn is torch.nn.ELU and model.policy.optimizer_class is torch.optim.RMSprop
+    _assert_same_predictions(model, original, sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=13))
+
+
+def test_layers_shared_by_actor_and_critic_before_sb3_1_8_are_untied(tmp_path):
+    """SB3 < 1.8 could share layers (``mlp_extractor.shared_net``); today's SB3 gets them in both branches."""
+    spec = ModelSpec("PPO", policy_kwargs={"net_arch": {"pi": [16, 12], "vf": [16, 8]}})
+    original = make_model(spec)
+    with torch.no_grad():  # tie the first layers, as a shared layer is
+        original.policy.mlp_extractor.value_net[0].load_state_dict(
+            original.policy.mlp_extractor.policy_net[0].state_dict()
+        )
+    bundle = _export(original, tmp_path)
+    renames = {
+        "mlp_extractor.policy_net.0.": "mlp_extractor.shared_net.0.",
+        "mlp_extractor.policy_net.2.": "mlp_extractor.policy_net.0.",
+        "mlp_extractor.value_net.2.": "mlp_extractor.value_net.0.",
+    }
+
+    def old(name: str) -> str | None:
+        if name.startswith("mlp_extractor.value_net.0."):
+            return None  # the shared layer's copy did not exist
+        return next((new + name[len(o) :] for o, new in renames.items() if name.startswith(o)), name)
+
+    bundle.tensors = {old(n): v for n, v in bundle.tensors.items() if old(n)}
+    bundle.source["state_dict"] = [old(n) for n in bundle.source["state_dict"] if old(n)]
+    bundle.source["policy_kwargs"]["net_arch"] = [16, {"pi": [12], "vf": [8]}]  # how SB3 1.x wrote it
+    model = rlport.to_sb3(bundle, env=_env(spec))
+    assert model.policy.net_arch == {"pi": [16, 12], "vf": [16, 8]}
+    obs = sample_obs(OBS_SPACES[spec.obs], N_OBS, seed=14)
+    _assert_same_predictions(model, original, obs)
+    tensor = torch.as_tensor(obs)
+    torch.testing.assert_close(model.policy.predict_values(tensor), original.policy.predict_values(tensor))
+
+
+def test_settings_this_sb3_cannot_build_are_an_unsupported_error(tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source["policy_kwargs"]["net_arch"] = {"pi": "wide"}
+    with pytest.raises(UnsupportedError, match="cannot be built with the recorded settings"):
+        rlport.to_sb3(bundle, env=_env(spec))

@@ -18,15 +18,15 @@ import inspect
 import io
 import os
 import pickle
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import MissingDependencyError, RlportWarning, UnsupportedError
+from rlport.errors import MissingDependencyError, UnsupportedError
 from rlport.exporters.sb3_env import sb3_env, spaces_only_env
+from rlport.exporters.sb3_weights import load_weights, weights_of
 
 __all__ = ["to_sb3", "export_sb3", "ALGORITHMS"]
 
@@ -98,27 +98,23 @@ def to_sb3(
             "to_sb3 needs one exported by rlport.from_sb3 or imported by rlport import"
         )
     cls = _algorithm_class(algorithm or source.get("algorithm"))
+    tensors, net_arch = weights_of(bundle)
     model_kwargs, use_sde = _policy_kwargs(source.get("policy_kwargs") or {}, source, policy_kwargs or {})
+    if net_arch is not None and "net_arch" not in (policy_kwargs or {}):
+        model_kwargs["net_arch"] = net_arch
     venv = sb3_env(bundle, env, cls)
     arguments = _arguments(cls, {**(source.get("hyperparameters") or {}), **kwargs}, bundle, venv is not None)
     if "use_sde" in inspect.signature(cls.__init__).parameters:
         arguments["use_sde"] = use_sde
-    model = cls(
-        _import(source.get("policy_class") or "", "policy_class"),
-        venv,
-        device=device,
-        policy_kwargs=model_kwargs,
-        _init_setup_model=False,
-        **arguments,
-    )
-    if venv is None:
-        from rlport.importers.gym_spaces import space_from_spec
-
-        model.observation_space = space_from_spec(bundle.observation_space)
-        model.action_space = space_from_spec(bundle.action_space)
-        model.n_envs = 1
-    model._setup_model()
-    _load_weights(model, bundle, allow_missing_critic)
+    try:
+        model = _build(cls, source, venv, device, model_kwargs, arguments, bundle)
+    except (TypeError, ValueError, AssertionError, KeyError, AttributeError) as exc:
+        raise UnsupportedError(
+            f"{cls.__name__} of this stable-baselines3 cannot be built with the recorded settings "
+            f"(policy_kwargs={model_kwargs}, {arguments}): {type(exc).__name__}: {exc}; pass the offending "
+            "argument to to_sb3 (policy_kwargs= or a keyword)"
+        ) from exc
+    load_weights(model, tensors, bool(source.get("includes_critic")), allow_missing_critic)
     model.num_timesteps = int(bundle.provenance.get("num_timesteps") or 0)
     return model
 
@@ -158,6 +154,28 @@ def export_sb3(
     for target, data, what in outputs:
         write_atomic(target, data, what=what)
     return [target for target, _, _ in outputs]
+
+
+def _build(
+    cls: type, source: dict, venv: Any, device: str, policy_kwargs: dict, arguments: dict, bundle: Bundle
+) -> Any:
+    """A fresh model, set up the way ``ALGO.load`` sets one up (without an env when there is none)."""
+    model = cls(
+        _import(source.get("policy_class") or "", "policy_class"),
+        venv,
+        device=device,
+        policy_kwargs=policy_kwargs,
+        _init_setup_model=False,
+        **arguments,
+    )
+    if venv is None:
+        from rlport.importers.gym_spaces import space_from_spec
+
+        model.observation_space = space_from_spec(bundle.observation_space)
+        model.action_space = space_from_spec(bundle.action_space)
+        model.n_envs = 1
+    model._setup_model()
+    return model
 
 
 def _algorithm_class(name: str | None) -> type:
@@ -235,74 +253,3 @@ def _arguments(cls: type, settings: dict[str, Any], bundle: Bundle, has_env: boo
         shape = bundle.action_space.shape  # SB3 reads "auto" off the env's action space
         arguments["target_entropy"] = -float(np.prod(shape))
     return arguments
-
-
-def _load_weights(model: Any, bundle: Bundle, allow_missing_critic: bool) -> None:
-    """The bundle's tensors into the fresh policy; names SB3 aliases and target networks filled in."""
-    import torch
-
-    target = model.policy.state_dict(keep_vars=True)
-    names = [n for n in bundle.source.get("state_dict") or [] if n in bundle.tensors]
-    _check_fit(model, bundle, names, target)
-    given = {n: torch.as_tensor(np.asarray(bundle.tensors[n])).to(target[n].dtype) for n in names}
-    missing = []
-    for name, value in target.items():
-        if name in given:
-            continue
-        twin = next((n for n, v in target.items() if v is value and n in given), None)  # one module, two names
-        online = name.split(".", 1)[0].removesuffix("_target") + "." + name.split(".", 1)[-1]
-        if twin is not None:
-            given[name] = given[twin]
-        elif name.split(".", 1)[0].endswith("_target") and online in given:
-            given[name] = given[online]  # a target network starts as a copy, as SB3 builds it
-        else:
-            missing.append(name)
-    if missing:
-        _missing(model, bundle, missing, allow_missing_critic)
-    with torch.no_grad():
-        model.policy.load_state_dict(given, strict=False)
-
-
-def _check_fit(model: Any, bundle: Bundle, names: list[str], target: dict[str, Any]) -> None:
-    unexpected = [n for n in names if n not in target]
-    shapes = [
-        f"{n} {bundle.tensors[n].shape} vs {tuple(target[n].shape)}"
-        for n in names
-        if n in target and tuple(bundle.tensors[n].shape) != tuple(target[n].shape)
-    ]
-    if unexpected or shapes:
-        found = (f"names it does not have: {', '.join(unexpected[:5])}" if unexpected else "") + (
-            f"{'; ' if unexpected else ''}other shapes: {', '.join(shapes[:5])}" if shapes else ""
-        )
-        raise UnsupportedError(f"the bundle's weights do not fit {_described(model)}: {found}")
-
-
-def _missing(model: Any, bundle: Bundle, missing: list[str], allow: bool) -> None:
-    parts = sorted({".".join(n.split(".")[:2]) if n.startswith("mlp_extractor.") else n.split(".")[0] for n in missing})
-    if bundle.source.get("includes_critic"):
-        raise UnsupportedError(
-            f"the bundle's weights do not fit {_described(model)}: it has no {', '.join(parts)} "
-            f"({len(missing)} tensors, first {missing[0]})"
-        )
-    if not allow:
-        raise UnsupportedError(
-            f"this bundle keeps only what acting needs (exported without include_critic=True): "
-            f"{type(model).__name__}'s {', '.join(parts)} are not in it. To resume training with them, export again "
-            "with rlport.from_sb3(model, include_critic=True) or `rlport import ... --include-critic`; "
-            "to start them afresh, pass allow_missing_critic=True"
-        )
-    warnings.warn(
-        f"{', '.join(parts)} start from a fresh initialisation (the bundle does not keep them)",
-        RlportWarning,
-        stacklevel=5,
-    )
-
-
-def _described(model: Any) -> str:
-    try:
-        from importlib.metadata import version
-
-        sb3 = f"stable-baselines3 {version('stable-baselines3')}"
-    except ImportError:
-        sb3 = "this stable-baselines3"
-    return f"the {type(model).__name__} that {sb3} builds with the recorded policy_kwargs"

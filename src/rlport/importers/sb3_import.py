@@ -166,7 +166,7 @@ def import_sb3(
         "framework": "stable-baselines3",
         "algorithm": algorithm or algorithm_of(f.policy_class, f.data),
         "policy_class": f.policy_class,
-        "policy_kwargs": jsonable(f.policy_kwargs),
+        "policy_kwargs": jsonable({**f.policy_kwargs, **f.class_names}),
         "state_dict": [name for name in f.state_dict if name in tensors],
         "includes_critic": bool(include_critic),
         "squash_output": bool(policy.squash_output),

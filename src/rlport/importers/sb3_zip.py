@@ -47,6 +47,8 @@ class SB3File:
     policy_kwargs: dict[str, Any]
     state_dict: dict[str, np.ndarray]
     system_info: dict[str, str] = field(default_factory=dict)
+    class_names: dict[str, str] = field(default_factory=dict)
+    """Full dotted names of the class-valued ``policy_kwargs`` (which hold short names)."""
 
 
 def _members(path: str) -> dict[str, bytes]:
@@ -133,23 +135,28 @@ def _class_name(value: Any) -> str | None:
     return None
 
 
-def _policy_kwargs(raw: Any, what: str) -> dict[str, Any]:
+def _policy_kwargs(raw: Any, what: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The kwargs (classes by short name, as the skeleton builder takes them) and the full class names."""
     kwargs = decode_entry(raw, what) if raw is not None else {}
     if not isinstance(kwargs, dict):
         raise BundleError(f"{what}: expected a dict, found {type(kwargs).__name__}")
-    out = dict(kwargs)
+    out, names = dict(kwargs), {}
     for key in ("activation_fn", "features_extractor_class"):
         if key in out:
             name = _class_name(out[key])
             if name is None:
                 raise UnsupportedError(f"{what}: cannot tell which class {key} is ({out[key]!r})")
+            names[key] = name
             out[key] = name.rsplit(".", 1)[-1]
+    for key, value in out.items():
+        if key.endswith("_class") and key not in names and _class_name(value):
+            names[key] = _class_name(value)  # optimizer_class ...: a GlobalRef or "<class '...'>" text
     extractor = out.get("features_extractor_class")
     if extractor is not None and extractor not in _EXTRACTORS:
         raise UnsupportedError(
             f"the policy uses a custom features extractor {extractor}; supported: {', '.join(sorted(_EXTRACTORS))}"
         )
-    return out
+    return out, names
 
 
 def _system_info(text: str) -> dict[str, str]:
@@ -184,7 +191,7 @@ def read_sb3_zip(path: str | Path) -> SB3File:
     policy_class = _class_name(decode_entry(data["policy_class"], f"{path}: data['policy_class']"))
     if not policy_class:
         raise BundleError(f"{path}: cannot tell the policy class from data['policy_class']")
-    kwargs = _policy_kwargs(data.get("policy_kwargs"), f"{path}: data['policy_kwargs']")
+    kwargs, class_names = _policy_kwargs(data.get("policy_kwargs"), f"{path}: data['policy_kwargs']")
     for key in ("use_sde",):
         if key in data and key not in kwargs:
             kwargs[key] = bool(data[key])
@@ -201,4 +208,5 @@ def read_sb3_zip(path: str | Path) -> SB3File:
         policy_kwargs=kwargs,
         state_dict=read_torch_file(members["policy.pth"], what=f"{path}: policy.pth"),
         system_info=_system_info(members.get("system_info.txt", b"").decode("utf-8", "replace")),
+        class_names=class_names,
     )
