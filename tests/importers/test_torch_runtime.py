@@ -191,12 +191,11 @@ def test_torch_compile_of_the_module_gives_the_same_actions(spec):
 
     Slow because inductor builds C++ kernels: both cases take about 15 s on a cold inductor cache,
     5 s on a warm one. The compiled module must act as the uncompiled one on a batch and, after a
-    recompilation, on a single row. ``fullgraph=True`` is not asked for: ``GraphModule.forward``
-    sets its deterministic flag on a ``SimpleNamespace``, which dynamo does not trace (a graph
-    break).
+    recompilation, on a single row. ``fullgraph=True``: deterministic acting traces without a
+    graph break (an action mask given makes one: the all-false-row check reads tensor values).
     """
     module = TorchPolicy(bundle_of(spec)).module
-    compiled = torch.compile(module)
+    compiled = torch.compile(module, fullgraph=True)
     obs = torch.from_numpy(sample_obs(OBS_SPACES[spec.obs], 64, seed=3))
     for batch in (obs, obs[:1]):
         with torch.no_grad():

@@ -8,7 +8,6 @@ with ``deterministic`` and a ``torch.Generator``). This module imports torch: im
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
@@ -87,9 +86,16 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {
 # ---- pre-processing ----------------------------------------------------------------------
 
 
-@functools.cache
+_TORCH_DTYPES = {
+    name: torch.from_numpy(np.zeros(0, dtype=name)).dtype
+    for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
+}
+
+
 def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a numpy dtype name (``"float32"`` -> ``torch.float32``)."""
+    """The torch dtype of a numpy dtype name (``"float32"`` -> ``torch.float32``); a dict lookup, traceable."""
+    if name in _TORCH_DTYPES:
+        return _TORCH_DTYPES[name]
     return torch.from_numpy(np.zeros(0, dtype=np.dtype(name))).dtype
 
 
@@ -333,7 +339,8 @@ class GraphModule(nn.Module):
         self._plans = {mode: _live_steps(graph, steps, mode) for mode in (True, False)}
         self._input_names = [graph_input.name for graph_input in graph.inputs]
         self._results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
-        self._ctx = SimpleNamespace(deterministic=True, generator=None)
+        # one context per mode, never mutated by forward(), so that torch.compile(fullgraph=True) can trace it
+        self._ctxs = {mode: SimpleNamespace(deterministic=mode, generator=None) for mode in (True, False)}
         self.to(device)
         self.seed(seed)
 
@@ -360,7 +367,8 @@ class GraphModule(nn.Module):
             generator.seed()
         else:
             generator.manual_seed(seed)
-        self._ctx.generator = generator
+        for ctx in self._ctxs.values():
+            ctx.generator = generator
 
     def forward(self, *inputs: torch.Tensor | None, deterministic: bool = True) -> tuple[torch.Tensor, ...]:
         """Run the graph on its inputs, in graph order; return ``(action, *next_states)``."""
@@ -369,22 +377,23 @@ class GraphModule(nn.Module):
                 f"the graph takes {len(self._input_names)} inputs {self._input_names}, found {len(inputs)}"
             )
         values = dict(zip(self._input_names, inputs, strict=True))
-        self._ctx.deterministic = bool(deterministic)
-        self._follow_device(inputs[0].device)
-        for index, node, passthrough in self._plans[self._ctx.deterministic]:
+        mode = bool(deterministic)
+        if not mode:
+            self._follow_device(inputs[0].device)
+        for index, node, passthrough in self._plans[mode]:
             if passthrough is not None:
                 values[node.outputs[0]] = values[node.inputs[passthrough]]
                 continue
-            result = self._run(index, node, [values[name] for name in node.inputs])
+            result = self._run(index, node, [values[name] for name in node.inputs], self._ctxs[mode])
             outputs = (result,) if len(node.outputs) == 1 else result
             values.update(zip(node.outputs, outputs, strict=True))
         return tuple(values[name] for name in self._results)
 
-    def _run(self, index: int, node, args: list) -> Any:
+    def _run(self, index: int, node, args: list, ctx: SimpleNamespace) -> Any:
         fn, params, attrs, stochastic = self._steps[index]
         kwargs = {role: getattr(self, attr) for role, attr in params.items()}
         if stochastic:
-            kwargs["ctx"] = self._ctx
+            kwargs["ctx"] = ctx
         try:
             return fn(*args, **kwargs, **attrs)
         except RlportError:
@@ -397,7 +406,9 @@ class GraphModule(nn.Module):
 
     def _follow_device(self, device: torch.device) -> None:
         """After ``module.to(other)``, move the generator too (seeded from the old one)."""
-        generator = self._ctx.generator
+        generator = self._ctxs[False].generator
         if generator.device.type != device.type or (device.index is not None and generator.device != device):
             seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-            self._ctx.generator = torch.Generator(device=device).manual_seed(seed)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            for ctx in self._ctxs.values():
+                ctx.generator = generator
