@@ -162,7 +162,7 @@ def _vec_normalize(spec: ModelSpec, **kwargs):
 
     venv = VecNormalize(DummyVecEnv([lambda: _env(spec)]), clip_obs=2.5, gamma=0.97, **kwargs)
     rng = np.random.default_rng(11)
-    rms = venv.obs_rms if isinstance(venv.obs_rms, dict) else {None: venv.obs_rms}
+    rms = {} if not venv.norm_obs else venv.obs_rms if isinstance(venv.obs_rms, dict) else {None: venv.obs_rms}
     for stats in rms.values():
         stats.mean = rng.normal(0.0, 1.0, stats.mean.shape)
         stats.var = rng.uniform(0.1, 3.0, stats.var.shape)
@@ -370,3 +370,13 @@ def test_settings_this_sb3_cannot_build_are_an_unsupported_error(tmp_path):
     bundle.source["policy_kwargs"]["net_arch"] = {"pi": "wide"}
     with pytest.raises(UnsupportedError, match="cannot be built with the recorded settings"):
         rlport.to_sb3(bundle, env=_env(spec))
+
+
+def test_reward_normalisation_alone_comes_back_too(tmp_path):
+    spec = ModelSpec("PPO")
+    venv = _vec_normalize(spec, norm_obs=False)
+    bundle = _export(make_model(spec, env=venv), tmp_path, vec_normalize=venv)
+    assert not any(name.startswith("vecnormalize.") for name in bundle.tensors)
+    wrapper = rlport.to_sb3(bundle, env=_env(spec)).get_vec_normalize_env()
+    assert wrapper is not None and (wrapper.norm_obs, wrapper.norm_reward) == (False, True)
+    assert (wrapper.ret_rms.var, wrapper.ret_rms.count) == (7.0, 99.0)

@@ -31,7 +31,7 @@ def sb3_env(bundle: Bundle, env: Any, cls: type) -> Any:
     venv = cls._wrap_env(env, verbose=0)  # SB3's own wrapping: Monitor, DummyVecEnv, channel-first images
     _check_spaces(bundle, venv)
     settings = bundle.source.get("vec_normalize")
-    if settings and settings.get("norm_obs"):
+    if settings and (settings.get("norm_obs") or settings.get("norm_reward")):
         venv = _vec_normalize(venv, bundle, settings)
     return venv
 
@@ -63,20 +63,32 @@ def _check_spaces(bundle: Bundle, venv: Any) -> None:
 
 def _vec_normalize(venv: Any, bundle: Bundle, settings: dict[str, Any]) -> Any:
     """``venv`` inside a VecNormalize carrying the bundle's statistics and running counts."""
-    from stable_baselines3.common.running_mean_std import RunningMeanStd
     from stable_baselines3.common.vec_env import VecNormalize, unwrap_vec_normalize
 
     wrapper = unwrap_vec_normalize(venv)
     if wrapper is None:
         options = ("norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys")
-        wrapper = venv = VecNormalize(venv, norm_obs=True, **{k: settings[k] for k in options if k in settings})
+        norm_obs = bool(settings.get("norm_obs"))
+        wrapper = venv = VecNormalize(venv, norm_obs=norm_obs, **{k: settings[k] for k in options if k in settings})
+    if settings.get("norm_obs"):
+        _observation_statistics(wrapper, bundle, settings)
+    if settings.get("ret_var") is not None:
+        wrapper.ret_rms.mean, wrapper.ret_rms.var = float(settings["ret_mean"]), float(settings["ret_var"])
+        wrapper.ret_rms.count = max(float(settings.get("ret_count") or 0.0), 1e-4)
+    return venv
+
+
+def _observation_statistics(wrapper: Any, bundle: Bundle, settings: dict[str, Any]) -> None:
+    """The bundle's observation means, variances and count into ``wrapper`` (SB3's VecNormalize)."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
     count = float(settings.get("obs_count") or 0.0)
     if count <= 0.0:
         warnings.warn(
             "the bundle does not record how many observations its statistics saw; they are frozen "
             "(VecNormalize.training = False) so that the first update does not overwrite them",
             RlportWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
         wrapper.training = False
 
@@ -92,10 +104,7 @@ def _vec_normalize(venv: Any, bundle: Bundle, settings: dict[str, Any]) -> Any:
                 wrapper.obs_rms[key] = stats(f"vecnormalize.obs.{key}")
     else:
         wrapper.obs_rms = stats("vecnormalize.obs")
-    if settings.get("ret_var") is not None:
-        wrapper.ret_rms.mean, wrapper.ret_rms.var = float(settings["ret_mean"]), float(settings["ret_var"])
-        wrapper.ret_rms.count = max(float(settings.get("ret_count") or 0.0), 1e-4)
-    return venv
+    wrapper.norm_obs = True  # the policy expects normalised observations, whatever a given wrapper said
 
 
 def spaces_only_env(bundle: Bundle) -> Any:

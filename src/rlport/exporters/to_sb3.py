@@ -186,7 +186,10 @@ def _algorithm_class(name: str | None) -> type:
                 "the bundle does not record which algorithm trained it (A2C, PPO and TRPO share a policy class); "
                 f"pass algorithm= (one of {known})"
             )
-        raise UnsupportedError(f"algorithm {name!r} is not supported by to_sb3 (supported: {known})")
+        raise UnsupportedError(
+            f"algorithm {name!r} is not supported by to_sb3 (supported: {known}); "
+            "for a subclass of one of them, pass algorithm= its base and build yours from the result"
+        )
     package = ALGORITHMS[name]
     try:
         module = importlib.import_module(package)
