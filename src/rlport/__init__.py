@@ -74,6 +74,8 @@ def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = Non
     """
     if backend not in BACKENDS:
         raise UnsupportedError(f"backend {backend!r} is not available; supported: {', '.join(BACKENDS)}")
+    if backend != "torch" and str(device) != "cpu":
+        raise UnsupportedError(f"device={device!r} applies to the torch backend; the {backend} backend runs on the CPU")
     bundle = Bundle.load(path)
     if backend == "torch":
         from rlport.runtimes.torch_runtime import TorchPolicy

@@ -68,3 +68,23 @@ def test_a_state_given_to_a_stateless_policy_comes_back_as_in_sb3(ppo_path, back
     state = (np.ones((1, 3)),)
     _, returned = policy.predict(np.zeros(6, np.float32), state=state, deterministic=True)
     assert returned is state
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="CUDA is available here")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "gpu"])
+def test_a_torch_device_that_is_not_here_is_a_clear_error(ppo_path, device):
+    with pytest.raises(rlport.UnsupportedError, match=rf"torch device '{device}' cannot be used here.*device='cpu'"):
+        rlport.load(ppo_path, backend="torch", device=device)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnx"])
+def test_a_device_for_a_cpu_backend_is_refused(ppo_path, backend):
+    with pytest.raises(rlport.UnsupportedError, match="applies to the torch backend"):
+        rlport.load(ppo_path, backend=backend, device="cuda")
+
+
+def test_cli_run_takes_a_torch_device(ppo_path, capsys):
+    from rlport.cli.main import main
+
+    assert main(["run", str(ppo_path), "--backend", "torch", "--device", "nonsense", "--env", "CartPole-v1"]) == 2
+    assert "cannot be used here" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rlport.cli.progress import Progress
     from rlport.envs import check_spaces, make_env, run_episodes
 
-    policy = rlport.load(args.bundle, backend=args.backend, seed=args.seed)
+    policy = rlport.load(args.bundle, backend=args.backend, seed=args.seed, device=args.device)
     env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
     env = make_env(policy.bundle.env, env_id=args.env, env_kwargs=env_kwargs)
     try:
@@ -324,6 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     p.add_argument("--backend", default="numpy", choices=["numpy", "torch", "onnx"])
+    p.add_argument("--device", default="cpu", help="torch backend: the torch device (cpu, cuda, cuda:1, mps)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_run)
 

@@ -11,11 +11,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlport.errors import require
+from rlport.errors import UnsupportedError, require
 from rlport.runtimes.predict import GraphPredictor
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class TorchPolicy(GraphPredictor):
         self.bundle = bundle
         self.observation_space = bundle.observation_space
         self.action_space = bundle.action_space
-        self.device = torch.device(device)
+        self.device = _device(torch, device)
         graph = bundle.graph
         self.module = GraphModule(graph, bundle.tensors, device=self.device, seed=seed).eval()
         self._bind_inputs(graph)
@@ -79,3 +79,18 @@ class TorchPolicy(GraphPredictor):
         if not array.flags.writeable:
             array = array.copy()
         return self._torch.from_numpy(array).to(self.device)
+
+
+def _device(torch: Any, device: str) -> torch.device:
+    """``device`` as a torch device that exists here, or an :class:`UnsupportedError` saying what to use."""
+    try:
+        found = torch.device(device)
+        torch.empty(0, device=found)
+    except (RuntimeError, AssertionError, TypeError) as exc:
+        cuda = "available" if torch.cuda.is_available() else "not available"
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UnsupportedError(
+            f"torch device {device!r} cannot be used here ({reason}); CUDA is {cuda} "
+            "to this torch; use device='cpu' or install a torch build for your accelerator"
+        ) from exc
+    return found
