@@ -2,7 +2,8 @@
 
 One model per algorithm (13) plus the variants that change the graph (gSDE, CNN, Dict, LSTM,
 masks, squashed ARS): SB3's own ``predict`` is the reference; numpy, torch and onnx backends
-must equal it (discrete actions exactly, continuous within 1e-5).
+must equal it (discrete actions exactly, continuous within 1e-5), and the ONNX export passes
+``onnx.checker``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 from sb3_models import ALGOS, OBS_SPACES, ModelSpec, assert_same_actions, make_model, sample_obs
 
 import rlport
+from rlport.exporters.onnx_export import export_onnx
 
 FAMILIES = [
     ModelSpec("A2C", obs="multidiscrete", action="multibinary"),
@@ -38,7 +40,9 @@ def test_every_algorithm_is_covered():
 @pytest.mark.parametrize("spec", FAMILIES, ids=str)
 def test_all_backends_act_as_sb3(spec, tmp_path):
     model = make_model(spec)
-    path = rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0).save(tmp_path / "model.rlp")
+    bundle = rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0)
+    path = bundle.save(tmp_path / "model.rlp")
+    export_onnx(bundle, tmp_path / "model.onnx")  # passes onnx.checker's full check, or raises
     obs = sample_obs(OBS_SPACES[spec.obs], 48, seed=21)
     recurrent = spec.algo == "RecurrentPPO"
     starts = np.zeros(48, dtype=bool) if recurrent else None

@@ -243,3 +243,34 @@ def test_to_sb3_rebuilds_every_run_with_its_hyperparameters_and_training_resumes
     before = {k: v.clone() for k, v in model.policy.state_dict().items()}
     model.learn(200 if run.split("/")[0] != "ars" else 2_000)
     assert any(not torch.equal(v, before[k]) for k, v in model.policy.state_dict().items()), "learn() changed nothing"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", RUNS)
+def test_export_sb3_makes_every_run_loadable_by_todays_sb3(run, tmp_path):
+    """The originals need gym and ``custom_objects`` under SB3 2.x; the exported files need neither."""
+    import pickle as trusted  # the files were just written by this test
+
+    import sb3_contrib
+    import stable_baselines3
+
+    from rlport.bundle.spaces import sample_observations
+    from rlport.exporters.to_sb3 import export_sb3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bundle = rlport.import_zoo(ZOO / run, probes=0, include_critic=True, fingerprint=False)
+        paths = export_sb3(bundle, tmp_path / "model.zip")
+    name = bundle.source["algorithm"]
+    algo = getattr(stable_baselines3, name, None) or getattr(sb3_contrib, name)
+    model = algo.load(paths[0], device="cpu")
+    obs = sample_observations(bundle.observation_space, 64, np.random.default_rng(1))
+    if len(paths) > 1:
+        vecnorm = trusted.loads(paths[1].read_bytes())  # noqa: S301
+        assert vecnorm.norm_obs == bool(bundle.source["vec_normalize"]["norm_obs"])
+        obs = vecnorm.normalize_obs(obs) if vecnorm.norm_obs else obs
+    ours, _ = bundle.policy().predict(
+        sample_observations(bundle.observation_space, 64, np.random.default_rng(1)), deterministic=True
+    )
+    theirs, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(np.asarray(ours, dtype=np.float64), theirs, atol=1e-5)
