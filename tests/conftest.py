@@ -1,7 +1,10 @@
 """Make the helper modules in tests/ (isolation.py) importable from every test folder."""
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -12,3 +15,15 @@ settings.register_profile(
     "rlport", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("rlport")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_pytests_tmp(tmp_path_factory):
+    """SB3's learn() makes a log folder in the system temp dir unless SB3_LOGDIR says where; keep them in pytest's."""
+    previous = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3-logs"))
+    yield
+    if previous is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = previous
