@@ -1,0 +1,88 @@
+"""The ONNX graph under construction: nodes, initializers, and the numpy dtype of every value.
+
+The per-op emitters (:mod:`rlport.exporters.onnx_ops`) write into a :class:`Builder`;
+:func:`rlport.exporters.onnx_export.onnx_model` turns its nodes and initializers into a model.
+``onnx`` is imported when a builder is made, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rlport.errors import require
+
+__all__ = ["Builder", "require_onnx", "F32", "I64"]
+
+F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+
+
+def require_onnx():
+    """The ``onnx`` module, or :class:`MissingDependencyError` naming the ``onnx`` extra."""
+    return require("onnx", "onnx", "ONNX export")
+
+
+class Builder:
+    """Collects ONNX nodes and initializers and remembers the numpy dtype of every value."""
+
+    def __init__(self, opset: int, types: dict[str, np.dtype]) -> None:
+        onnx = require_onnx()
+        self.helper, self.numpy_helper = onnx.helper, onnx.numpy_helper
+        self.opset = opset
+        self.types = dict(types)
+        self.ranks: dict[str, int] = {}
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._taken = set(types)
+        self._count = 0
+        self._params: dict[tuple, str] = {}
+        self.expected: np.dtype = F32  # the numpy dtype of the current node's first output
+
+    def fresh(self, hint: str) -> str:
+        while True:
+            self._count += 1
+            name = f"{hint}:{self._count}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+
+    def const(self, array: Any, dtype: Any = None, hint: str = "const") -> str:
+        array = np.asarray(array, dtype=dtype)  # (ascontiguousarray would make scalars 1-d)
+        name = self.fresh(hint)
+        self.initializers.append(self.numpy_helper.from_array(array, name))
+        self.types[name] = array.dtype
+        return name
+
+    def param(self, tensor: str, array: np.ndarray, dtype: Any, shape: tuple[int, ...] | None = None) -> str:
+        """A (cast, reshaped) weight as an initializer, shared by the nodes that use it."""
+        key = (tensor, np.dtype(dtype).str, shape)
+        if key not in self._params:
+            value = array.astype(dtype)
+            self._params[key] = self.const(value if shape is None else value.reshape(shape), hint=tensor)
+        return self._params[key]
+
+    def scalar(self, value: float, like: str) -> str:
+        return self.const(value, self.types[like])
+
+    def op(self, op_type: str, inputs: list[str], dtype: Any = None, n_out: int = 1, **attrs: Any) -> Any:
+        """Append a node; its outputs have ``dtype`` (by default, the first input's)."""
+        outputs = [self.fresh(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), outputs, **attrs))
+        out_type = np.dtype(dtype) if dtype is not None else self.types.get(inputs[0])
+        for name in outputs:
+            if out_type is not None:
+                self.types[name] = out_type
+        return outputs[0] if n_out == 1 else outputs
+
+    def cast(self, name: str, dtype: Any) -> str:
+        dtype = np.dtype(dtype)
+        if self.types.get(name) == dtype:
+            return name
+        return self.op("Cast", [name], dtype, to=self.helper.np_dtype_to_tensor_dtype(dtype))
+
+    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int) -> str:
+        if self.opset >= 18 or op_type == "ReduceSum":
+            return self.op(op_type, [x, self.const(axes, I64)], keepdims=keepdims)
+        return self.op(op_type, [x], axes=axes, keepdims=keepdims)
