@@ -64,7 +64,7 @@ def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = Non
     Args:
         path: the ``.rlp`` file.
         backend: ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
-            or ``"onnx"`` (onnxruntime; deterministic actions only).
+            or ``"onnx"`` (onnxruntime; sampling draws with numpy, as the numpy backend does).
         seed: seed for ``deterministic=False`` sampling.
         device: the torch device for the torch backend (``"cuda"`` where present).
 

@@ -9,11 +9,13 @@ must equal it (discrete actions exactly, continuous within 1e-5), and the ONNX e
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from sb3_models import ALGOS, OBS_SPACES, ModelSpec, assert_same_actions, make_model, sample_obs
 
 import rlport
-from rlport.exporters.onnx_export import export_onnx
+from rlport.exporters.onnx_export import export_onnx, onnx_model, sampling_split
+from rlport.runtimes.onnx_runtime import OnnxPolicy
 
 FAMILIES = [
     ModelSpec("A2C", obs="multidiscrete", action="multibinary"),
@@ -31,6 +33,9 @@ FAMILIES = [
     ModelSpec("ARS", "MlpPolicy", policy_kwargs={"squash_output": True}),
     ModelSpec("ARS", "LinearPolicy", action="discrete"),
 ]
+# Algorithms whose SB3 policy samples with deterministic=False (the others act greedily: DQN's
+# epsilon lives in model.predict, TD3/DDPG/ARS actors are deterministic).
+SAMPLING = {"A2C", "PPO", "TRPO", "MaskablePPO", "RecurrentPPO", "SAC", "TQC", "CrossQ"}
 
 
 def test_every_algorithm_is_covered():
@@ -51,6 +56,33 @@ def test_all_backends_act_as_sb3(spec, tmp_path):
         policy = rlport.load(path, backend=backend)
         actions, _ = policy.predict(obs, episode_start=starts, deterministic=True)
         assert_same_actions(np.asarray(actions), reference, f"{backend} backend")
+
+
+@pytest.mark.parametrize("spec", FAMILIES, ids=str)
+def test_onnx_samples_what_numpy_samples_with_the_same_seed(spec):
+    """ONNX computes the distributions, numpy draws from them: the same seed gives the same draws."""
+    model = make_model(spec)
+    bundle = rlport.from_sb3(model, probes=8, fingerprint=False, evaluate=0)
+    obs = sample_obs(OBS_SPACES[spec.obs], 64, seed=22)
+    starts = np.zeros(64, dtype=bool)
+    masks = None
+    if spec.algo == "MaskablePPO":
+        masks = np.random.default_rng(23).random((64, 4)) < 0.5
+        masks[np.arange(64), np.arange(64) % 4] = True
+    numpy_policy, onnx_policy = bundle.policy(seed=5), OnnxPolicy(bundle, seed=5)
+    for step in range(2):  # the generator advances alike
+        ours, our_state = onnx_policy.predict(obs, episode_start=starts, deterministic=False, action_masks=masks)
+        theirs, their_state = numpy_policy.predict(obs, episode_start=starts, deterministic=False, action_masks=masks)
+        assert_same_actions(ours, theirs, f"sample {step}")
+        for mine, reference in zip(our_state or (), their_state or (), strict=True):
+            np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-5)
+    if masks is not None:
+        assert masks[np.arange(64), ours].all(), "a masked action was drawn"
+    head = onnx_model(bundle, outputs=sampling_split(bundle.graph)[1])
+    onnx.checker.check_model(head, full_check=True)
+    mode, _ = onnx_policy.predict(obs, episode_start=starts, deterministic=True, action_masks=masks)
+    drawn = not np.array_equal(ours, mode)
+    assert drawn == (spec.algo in SAMPLING), "sampled actions should differ from the mode exactly when SB3 samples"
 
 
 @pytest.fixture(scope="module")

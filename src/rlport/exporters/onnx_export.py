@@ -37,7 +37,7 @@ from rlport.runtimes.numpy_ops import bind
 if TYPE_CHECKING:
     from rlport.bundle.bundle import Bundle
 
-__all__ = ["export_onnx", "onnx_model", "EMITTERS", "MIN_OPSET", "METADATA_KEY"]
+__all__ = ["export_onnx", "onnx_model", "sampling_split", "EMITTERS", "MIN_OPSET", "METADATA_KEY"]
 
 MIN_OPSET = 17
 """The oldest ONNX opset the exporter writes (LayerNormalization-era semantics, Split with sizes)."""
@@ -90,29 +90,62 @@ def _trace(bundle: Bundle, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {name: np.asarray(value) for name, value in values.items()}
 
 
-def _live_nodes(graph) -> list[tuple[Any, int | None]]:
-    """The nodes the deterministic outputs need, each with the input it passes through (if any)."""
-    needed = {graph.output, *(i.output for i in graph.inputs_with_role("state"))}
+def _live_nodes(graph, needed: set[str], *, deterministic: bool = True) -> list[tuple[Any, int | None]]:
+    """The nodes that ``needed`` values depend on, each with the input it passes through (if any).
+
+    Acting deterministically, a stochastic op with ``mode_passthrough`` (a Gaussian) is its mean,
+    so its other inputs (the log-std branch) are not needed.
+    """
+    needed = set(needed)
     live = []
     for node in reversed(list(graph.nodes())):
         if not needed.intersection(node.outputs):
             continue
-        passthrough = 0 if node.op == "identity" else op_schema(node.op).mode_passthrough
+        passthrough = op_schema(node.op).mode_passthrough if deterministic else None
+        passthrough = 0 if node.op == "identity" else passthrough
         needed.update(node.inputs if passthrough is None else (node.inputs[passthrough],))
         live.append((node, passthrough))
     return live[::-1]
 
 
-def _value_info(b: Builder, name: str, example: np.ndarray, batch_axis: int):
-    dims: list[Any] = list(example.shape)
-    dims[batch_axis] = _BATCH
+def _graph_outputs(graph) -> list[tuple[str, int]]:
+    """The action and the next recurrent states, each with its batch axis."""
+    return [(graph.output, 0)] + [(s.output, s.batch_axis) for s in graph.inputs_with_role("state")]
+
+
+def sampling_split(graph) -> tuple[list[Any], list[str]]:
+    """Split the graph for sampling: an ONNX-able head and a tail that draws random numbers.
+
+    Returns:
+        The tail (every stochastic op and every node computed from one, in graph order; run
+        by numpy) and the head's outputs: the values the tail reads from the head, then the
+        graph's outputs the head computes itself.
+    """
+    live = [node for node, _ in _live_nodes(graph, {name for name, _ in _graph_outputs(graph)}, deterministic=False)]
+    tail, drawn = [], set()
+    for node in live:
+        if op_schema(node.op).stochastic or drawn.intersection(node.inputs):
+            tail.append(node)
+            drawn.update(node.outputs)
+    head_values = {name for node in live if node not in tail for name in node.outputs}
+    read = [name for node in tail for name in node.inputs if name in head_values]
+    outputs = [name for name, _ in _graph_outputs(graph) if name not in drawn]
+    return tail, list(dict.fromkeys(read + outputs))
+
+
+def _value_info(b: Builder, name: str, example: np.ndarray, batch_axis: int | None):
+    """``name``'s type; its shape with a dynamic batch axis, or only its rank when ``batch_axis`` is None."""
+    dims: list[Any] = [None] * example.ndim
+    if batch_axis is not None:
+        dims = list(example.shape)
+        dims[batch_axis] = _BATCH
     return b.helper.make_tensor_value_info(name, b.helper.np_dtype_to_tensor_dtype(example.dtype), dims)
 
 
-def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray]) -> dict[str, str]:
-    """Emit every live node; return value name -> the ONNX name holding it."""
+def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray], live: list) -> dict[str, str]:
+    """Emit the ``live`` nodes; return value name -> the ONNX name holding it."""
     alias = {graph_input.name: graph_input.name for graph_input in bundle.graph.inputs}
-    for node, passthrough in _live_nodes(bundle.graph):
+    for node, passthrough in live:
         if passthrough is not None:
             alias[node.outputs[0]] = alias[node.inputs[passthrough]]
             continue
@@ -131,8 +164,15 @@ def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray]) -> dict[str,
     return alias
 
 
-def onnx_model(bundle: Bundle, opset: int = MIN_OPSET):
+def onnx_model(bundle: Bundle, opset: int = MIN_OPSET, outputs: list[str] | None = None):
     """The bundle's policy as an ``onnx.ModelProto`` (see :func:`export_onnx`).
+
+    Args:
+        bundle: the bundle to export.
+        opset: the ONNX opset to target (17 or newer).
+        outputs: instead of the deterministic action and next states, these graph values, with
+            every node they depend on and stochastic ops left out (the head of
+            :func:`sampling_split`); only their ranks are declared.
 
     Raises:
         UnsupportedError: an op the exporter cannot express, or an opset older than 17.
@@ -148,16 +188,20 @@ def onnx_model(bundle: Bundle, opset: int = MIN_OPSET):
     trace = _trace(bundle, inputs)
     b = Builder(opset, {name: value.dtype for name, value in trace.items()})
     b.ranks.update({name: value.ndim for name, value in inputs.items()})
-    alias = _emit(b, bundle, trace)
-    states = graph.inputs_with_role("state")
-    outputs = [(graph.output, 0)] + [(s.output, s.batch_axis) for s in states]
-    for name, _ in outputs:
+    if outputs is None:
+        named = _graph_outputs(graph)
+        live = _live_nodes(graph, {name for name, _ in named})
+    else:
+        named = [(name, None) for name in outputs]
+        live = _live_nodes(graph, set(outputs), deterministic=False)
+    alias = _emit(b, bundle, trace, live)
+    for name, _ in named:
         if alias[name] != name:
             b.nodes.append(b.helper.make_node("Identity", [alias[name]], [name]))
     onnx_inputs = [
         _value_info(b, i.name, inputs[i.name], i.batch_axis if i.role == "state" else 0) for i in graph.inputs
     ]
-    onnx_outputs = [_value_info(b, name, trace[name], axis) for name, axis in outputs]
+    onnx_outputs = [_value_info(b, name, trace[name], axis) for name, axis in named]
     onnx_graph = b.helper.make_graph(b.nodes, "rlport_policy", onnx_inputs, onnx_outputs, b.initializers)
     opsets = [b.helper.make_opsetid("", opset)]
     model = b.helper.make_model(onnx_graph, opset_imports=opsets, producer_name="rlport")

@@ -23,13 +23,13 @@ from rlport.runtimes.predict import GraphPredictor
 if TYPE_CHECKING:
     from rlport.bundle.bundle import Bundle
 
-__all__ = ["NumpyPolicy"]
+__all__ = ["NumpyPolicy", "SamplingContext", "bind_node"]
 
 _RUNTIME_ERRORS = (ValueError, TypeError, IndexError, FloatingPointError)
 
 
 @dataclass
-class _Context:
+class SamplingContext:
     """What stochastic ops read: the deterministic flag and the seeded generator."""
 
     deterministic: bool = True
@@ -40,7 +40,7 @@ def _widen(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32) if array.dtype == np.float16 else array
 
 
-def _bind(node, tensors: Mapping[str, np.ndarray], ctx: _Context):
+def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext):
     """The node's op with its parameters and attributes bound: a function of its inputs only."""
     if node.op not in IMPLEMENTATIONS:
         raise GraphError(f"op {node.op!r} has no numpy implementation")
@@ -116,8 +116,8 @@ class NumpyPolicy(GraphPredictor):
         self.observation_space = bundle.observation_space
         self.action_space = bundle.action_space
         graph = bundle.graph
-        self._ctx = _Context(rng=np.random.default_rng(seed))
-        self._steps = [(_bind(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
+        self._ctx = SamplingContext(rng=np.random.default_rng(seed))
+        self._steps = [(bind_node(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
         self._programs = {mode: _compile(graph, self._steps, mode) for mode in (True, False)}
         self._bind_inputs(graph)
         roles = [graph_input.role for graph_input in graph.inputs]

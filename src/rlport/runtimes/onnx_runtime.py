@@ -1,7 +1,10 @@
 """Run a bundle's policy with onnxruntime, following SB3's ``predict`` convention.
 
 The bundle is exported to ONNX in memory (:func:`rlport.exporters.onnx_export.onnx_model`) and
-run on the CPU. The ONNX graph acts deterministically only.
+run on the CPU. The ONNX graph acts deterministically; to sample (``deterministic=False``), a
+second ONNX graph computes the distributions' parameters and the numpy runtime's ops draw from
+them (:func:`rlport.exporters.onnx_export.sampling_split`), with the same seeded generator as
+the numpy backend.
 
 Example:
     >>> import rlport
@@ -11,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rlport.bundle.spaces import DiscreteSpec, MultiDiscreteSpec, batch_observation
 from rlport.errors import ObservationError, require
+from rlport.runtimes.numpy_runtime import SamplingContext, bind_node
 from rlport.runtimes.predict import GraphPredictor, LeafFeeder
 
 if TYPE_CHECKING:
@@ -48,15 +53,23 @@ def _checked_leaf_feeder(space: Any, what: str) -> LeafFeeder:
     return feed
 
 
-class OnnxPolicy(GraphPredictor):
-    """A bundle's policy run by onnxruntime (CPU). Acts deterministically only.
+def _session(ort: Any, model: Any) -> Any:
+    """An onnxruntime CPU session for ``model``, quiet below errors."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
-    ``predict`` (see :meth:`GraphPredictor.predict`) raises :class:`UnsupportedError` unless
-    ``deterministic=True``.
+
+class OnnxPolicy(GraphPredictor):
+    """A bundle's policy run by onnxruntime (CPU).
+
+    ``predict`` (see :meth:`GraphPredictor.predict`) with ``deterministic=False`` runs the
+    networks in onnxruntime and draws with numpy; with the same seed it draws what the numpy
+    backend draws. Like the numpy backend it is not thread-safe when sampling.
 
     Args:
         bundle: a loaded :class:`~rlport.bundle.bundle.Bundle`.
-        seed: accepted for symmetry with the other backends; the ONNX graph draws nothing.
+        seed: seed of the generator used when ``deterministic=False``.
 
     Raises:
         MissingDependencyError: ``onnx`` or ``onnxruntime`` is not installed.
@@ -64,7 +77,6 @@ class OnnxPolicy(GraphPredictor):
     """
 
     backend = "onnx"
-    deterministic_only = True
 
     def __init__(self, bundle: Bundle, seed: int | None = None) -> None:
         from rlport.exporters.onnx_export import onnx_model
@@ -75,9 +87,9 @@ class OnnxPolicy(GraphPredictor):
         self.observation_space = bundle.observation_space
         self.action_space = bundle.action_space
         model = onnx_model(bundle)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self._session = _session(ort, model)
+        self._ctx = SamplingContext(deterministic=False, rng=np.random.default_rng(seed))
+        self._sampler: Callable[[dict[str, np.ndarray]], list[np.ndarray]] | None = None
         dtypes = {i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in model.graph.input}
         graph = bundle.graph
         self._feeds = [(graph_input.name, dtypes[graph_input.name]) for graph_input in graph.inputs]
@@ -90,7 +102,8 @@ class OnnxPolicy(GraphPredictor):
                 self._mask_sizes.append([int(size) for size in sizes])
 
     def seed(self, seed: int | None) -> None:
-        """Nothing to seed: the ONNX graph is deterministic."""
+        """Reseed the generator used for ``deterministic=False``."""
+        self._ctx.rng = np.random.default_rng(seed)
 
     def _run(self, values: list, deterministic: bool) -> list[np.ndarray]:
         if self._mask is not None:
@@ -99,7 +112,33 @@ class OnnxPolicy(GraphPredictor):
             name: np.ascontiguousarray(value, dtype=dtype)
             for (name, dtype), value in zip(self._feeds, values, strict=True)
         }
-        return self._session.run(self._outputs, feeds)
+        if deterministic:
+            return self._session.run(self._outputs, feeds)
+        if self._sampler is None:
+            self._sampler = self._build_sampler()
+        return self._sampler(feeds)
+
+    def _build_sampler(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+        """ONNX up to the distributions' parameters, then the stochastic tail in numpy (built on first use)."""
+        from rlport.exporters.onnx_export import onnx_model, sampling_split
+
+        graph = self.bundle.graph
+        tail, head_outputs = sampling_split(graph)
+        head = _session(
+            require("onnxruntime", "onnx", "the onnx backend"), onnx_model(self.bundle, outputs=head_outputs)
+        )
+        steps = [(bind_node(node, self.bundle.tensors, self._ctx), node) for node in tail]
+        results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
+
+        def sample(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            values = dict(feeds)
+            values.update(zip(head_outputs, head.run(head_outputs, feeds), strict=True))
+            for fn, node in steps:
+                out = fn(*(values[name] for name in node.inputs))
+                values.update(zip(node.outputs, [out] if len(node.outputs) == 1 else out, strict=True))
+            return [values[name] for name in results]
+
+        return sample
 
     def _check_mask(self, mask: np.ndarray) -> None:
         for sizes in self._mask_sizes:

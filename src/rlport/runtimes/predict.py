@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rlport.bundle.spaces import DictSpec, batch_observation, dummy_observation, item_shape
-from rlport.errors import GraphError, ObservationError, UnsupportedError
+from rlport.errors import GraphError, ObservationError
 
 if TYPE_CHECKING:
     from rlport.graph.graph import Graph
@@ -102,8 +102,6 @@ class GraphPredictor:
 
     backend = ""
     """The backend's name, as ``rlport.load(..., backend=)`` takes it."""
-    deterministic_only = False
-    """Whether ``predict(..., deterministic=False)`` is refused (the backend cannot sample)."""
 
     def _bind_inputs(
         self, graph: Graph, leaf_feeder: Callable[[Any, str], LeafFeeder] = fast_leaf_feeder, fill_mask: bool = False
@@ -150,8 +148,7 @@ class GraphPredictor:
             observation: one observation or a batch (a dict of arrays for dict spaces).
             state: recurrent state from the previous call (``None`` at the start).
             episode_start: per batch row, whether an episode starts (resets the state).
-            deterministic: take the distribution's mode instead of sampling (the onnx backend
-                acts deterministically only and raises :class:`UnsupportedError` when ``False``).
+            deterministic: take the distribution's mode instead of sampling.
             action_masks: booleans per action (MaskablePPO); ``None`` allows every action.
 
         Returns:
@@ -160,15 +157,10 @@ class GraphPredictor:
 
         Raises:
             ObservationError: an argument does not fit the policy (shape, keys, batch size).
-            UnsupportedError: ``deterministic=False`` on a backend that cannot sample.
 
         Example:
             >>> action, state = policy.predict(obs, deterministic=True)   # doctest: +SKIP
         """
-        if self.deterministic_only and not deterministic:
-            raise UnsupportedError(
-                f"the {self.backend} backend acts deterministically; use the numpy or torch backend to sample"
-            )
         values, vectorized = self._feed(observation, state, episode_start, action_masks)
         results = self._run(values, bool(deterministic))
         action = results[0] if vectorized else results[0][0]
