@@ -146,6 +146,13 @@ def test_a_bundle_without_critic_says_so_and_can_start_it_afresh(tmp_path):
     assert not all(torch.equal(v, expected[k]) for k, v in model.policy.critic.state_dict().items())
 
 
+def test_crossq_without_critic_names_the_actors_batch_renorm_counters(tmp_path):
+    spec = ModelSpec("CrossQ")
+    bundle = _export(make_model(spec), tmp_path, include_critic=False)
+    with pytest.raises(UnsupportedError, match=r"CrossQ's actor's BatchRenorm step counters, critic are not in it"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
 def test_target_networks_start_as_copies_when_the_bundle_has_only_the_actor(tmp_path):
     spec = ModelSpec("DQN", action="discrete")
     original = make_model(spec)

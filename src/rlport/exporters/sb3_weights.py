@@ -91,8 +91,19 @@ def _check_fit(model: Any, tensors: dict[str, np.ndarray], target: dict[str, Any
         raise UnsupportedError(f"the bundle's weights do not fit {_described(model)}: {found}")
 
 
+_COUNTERS = "'s BatchRenorm step counters"
+
+
+def _part(name: str) -> str:
+    """The module a missing tensor belongs to, as a user knows it."""
+    if name.endswith(".steps"):  # sb3-contrib's BatchRenorm warm-up counter: training state, not weights
+        return name.split(".")[0] + _COUNTERS
+    return ".".join(name.split(".")[:2]) if name.startswith("mlp_extractor.") else name.split(".")[0]
+
+
 def _missing(model: Any, includes_critic: bool, missing: list[str], allow: bool) -> None:
-    parts = sorted({".".join(n.split(".")[:2]) if n.startswith("mlp_extractor.") else n.split(".")[0] for n in missing})
+    parts = {_part(name) for name in missing}
+    parts = sorted(parts - {p for p in parts if p.removesuffix(_COUNTERS) in parts - {p}})  # "critic" says it all
     if includes_critic:
         raise UnsupportedError(
             f"the bundle's weights do not fit {_described(model)}: it has no {', '.join(parts)} "
