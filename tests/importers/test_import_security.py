@@ -66,13 +66,14 @@ def test_hostile_serialized_data_field(saved, tmp_path, field):
     _assert_refused(lambda: rlport.import_sb3(saved), marker, "posix.system", "os.system")
 
 
-def test_hostile_policy_pth(saved, tmp_path):
+@pytest.mark.parametrize("member", ["policy.pth", "pytorch_variables.pth"])
+def test_hostile_torch_member(saved, tmp_path, member):
     marker = tmp_path / "pwned"
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as archive:
         archive.writestr("archive/data.pkl", pickle.dumps({"w": Payload(marker)}))
         archive.writestr("archive/version", b"3\n")
-    _rewrite(saved, **{"policy.pth": inner.getvalue()})
+    _rewrite(saved, **{member: inner.getvalue()})
     _assert_refused(lambda: rlport.import_sb3(saved), marker, "posix.system", "os.system")
 
 

@@ -146,6 +146,62 @@ def test_a_bundle_without_critic_says_so_and_can_start_it_afresh(tmp_path):
     assert not all(torch.equal(v, expected[k]) for k, v in model.policy.critic.state_dict().items())
 
 
+@pytest.mark.parametrize("algo", ["SAC", "TQC", "CrossQ"])
+def test_the_learned_entropy_coefficient_comes_back(algo, tmp_path):
+    spec = ModelSpec(algo)
+    original = make_model(spec)
+    with torch.no_grad():
+        original.log_ent_coef.fill_(-2.75)
+    model = rlport.to_sb3(_export(original, tmp_path), env=_env(spec))
+    assert model.log_ent_coef.item() == pytest.approx(-2.75)
+    assert model.ent_coef_optimizer.param_groups[0]["params"][0] is model.log_ent_coef, "the optimizer lost it"
+    zip_path = tmp_path / "original.zip"
+    original.save(zip_path)
+    imported = rlport.import_sb3(zip_path, probes=0, include_critic=True, fingerprint=False)
+    assert rlport.to_sb3(imported, env=_env(spec)).log_ent_coef.item() == pytest.approx(-2.75)
+    with pytest.warns(RlportWarning, match="fresh"):
+        fresh = rlport.to_sb3(
+            _export(original, tmp_path, include_critic=False), env=_env(spec), allow_missing_critic=True
+        )
+    assert fresh.log_ent_coef.item() == 0.0, "an acting-only bundle keeps no training state"
+
+
+def test_the_variables_member_of_sb3_before_1_0_is_read(tmp_path):
+    """SB3 < 1.0 named ``pytorch_variables.pth`` ``tensors.pth``."""
+    import zipfile
+
+    spec = ModelSpec("SAC")
+    original = make_model(spec)
+    with torch.no_grad():
+        original.log_ent_coef.fill_(-1.5)
+    original.save(tmp_path / "new.zip")
+    with zipfile.ZipFile(tmp_path / "new.zip") as src, zipfile.ZipFile(tmp_path / "old.zip", "w") as dst:
+        for info in src.infolist():
+            name = "tensors.pth" if info.filename == "pytorch_variables.pth" else info.filename
+            dst.writestr(name, src.read(info))
+    imported = rlport.import_sb3(tmp_path / "old.zip", probes=0, include_critic=True, fingerprint=False)
+    assert rlport.to_sb3(imported, env=_env(spec)).log_ent_coef.item() == pytest.approx(-1.5)
+
+
+def test_a_fixed_entropy_coefficient_follows_the_arguments(tmp_path):
+    spec = ModelSpec("SAC", kwargs={"ent_coef": 0.2})
+    bundle = _export(make_model(spec), tmp_path)
+    assert bundle.source["variables"] == ["ent_coef_tensor"]
+    assert rlport.to_sb3(bundle, env=_env(spec)).ent_coef_tensor.item() == pytest.approx(0.2)
+    assert rlport.to_sb3(bundle, env=_env(spec), ent_coef=0.05).ent_coef_tensor.item() == pytest.approx(0.05)
+    learned = _export(make_model(ModelSpec("SAC")), tmp_path)
+    model = rlport.to_sb3(learned, env=_env(spec), ent_coef=0.05)  # the user's choice stands
+    assert model.log_ent_coef is None and model.ent_coef_tensor.item() == pytest.approx(0.05)
+
+
+def test_an_entropy_coefficient_of_another_shape_is_refused(tmp_path):
+    spec = ModelSpec("SAC")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.tensors["variables.log_ent_coef"] = np.zeros(2, np.float32)
+    with pytest.raises(UnsupportedError, match=r"log_ent_coef has shape \(2,\)"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
 def test_crossq_without_critic_names_the_actors_batch_renorm_counters(tmp_path):
     spec = ModelSpec("CrossQ")
     bundle = _export(make_model(spec), tmp_path, include_critic=False)

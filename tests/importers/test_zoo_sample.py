@@ -210,6 +210,18 @@ def _small(run: str) -> dict:
     return {"n_delta": 2, "n_top": 2} if algo == "ars" else {}
 
 
+def _saved_variables(run: str) -> dict:
+    """The run's SB3 torch variables, read by torch itself (``weights_only``: plain tensors)."""
+    import io
+    import zipfile
+
+    import torch
+
+    with zipfile.ZipFile(next((ZOO / run).glob("*.zip"))) as archive:
+        names = [n for n in ("pytorch_variables.pth", "tensors.pth") if n in archive.namelist()]
+        return torch.load(io.BytesIO(archive.read(names[0])), map_location="cpu", weights_only=True) if names else {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RUNS)
 def test_to_sb3_rebuilds_every_run_with_its_hyperparameters_and_training_resumes(run, tmp_path):
@@ -231,6 +243,9 @@ def test_to_sb3_rebuilds_every_run_with_its_hyperparameters_and_training_resumes
     if venv is not None or not bundle.source.get("vec_normalize"):
         ours, _ = policy.predict(obs, deterministic=True)
         np.testing.assert_allclose(np.asarray(ours, dtype=np.float64), theirs, atol=1e-5)
+    for name, value in _saved_variables(run).items():  # the learned entropy coefficient of SAC/HER runs
+        if getattr(model, name) is not None and getattr(model, name).requires_grad:
+            assert torch.equal(getattr(model, name).detach().cpu(), value), name
     config = read_zoo_yaml(next((ZOO / run).glob("*/config.yml")))
     for key in ("gamma", "learning_rate", "ent_coef", "n_epochs", "gae_lambda", "tau", "target_update_interval"):
         value = config.get(key)

@@ -10,8 +10,9 @@ import numpy as np
 
 from rlport.bundle.bundle import Bundle
 from rlport.errors import RlportWarning, UnsupportedError
+from rlport.importers.sb3_policies import VARIABLES
 
-__all__ = ["weights_of", "load_weights"]
+__all__ = ["weights_of", "load_weights", "load_variables"]
 
 _SHARED = re.compile(r"mlp_extractor\.shared_net\.(\d+)\.(.+)")
 _BRANCH = re.compile(r"mlp_extractor\.(policy_net|value_net)\.(\d+)\.(.+)")
@@ -131,3 +132,36 @@ def _described(model: Any) -> str:
     except ImportError:
         sb3 = "this stable-baselines3"
     return f"the {type(model).__name__} that {sb3} builds with the recorded policy_kwargs"
+
+
+def load_variables(model: Any, bundle: Bundle) -> list[str]:
+    """Put the learned torch variables the bundle keeps (SAC's ``log_ent_coef``) back into ``model``.
+
+    Only variables the model learns are set (``requires_grad``, updated in place so that their
+    optimizer keeps them); a fixed one such as ``ent_coef_tensor`` follows the hyperparameters,
+    and a variable the model does not have (another ``ent_coef=`` was passed) is left alone.
+
+    Returns:
+        The names of the variables set.
+
+    Raises:
+        UnsupportedError: a kept variable has another shape than the model's.
+    """
+    import torch
+
+    restored = []
+    for name in bundle.source.get("variables") or []:
+        value = bundle.tensors.get(VARIABLES + name)
+        target: Any = model
+        for part in name.split("."):
+            target = getattr(target, part, None)
+        if value is None or not isinstance(target, torch.Tensor) or not target.requires_grad:
+            continue
+        if tuple(target.shape) != tuple(value.shape):
+            raise UnsupportedError(
+                f"the bundle's {name} has shape {tuple(value.shape)}, {_described(model)} has {tuple(target.shape)}"
+            )
+        with torch.no_grad():
+            target.copy_(torch.as_tensor(np.asarray(value)))
+        restored.append(name)
+    return restored

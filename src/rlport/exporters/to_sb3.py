@@ -26,7 +26,7 @@ import numpy as np
 from rlport.bundle.bundle import Bundle
 from rlport.errors import MissingDependencyError, UnsupportedError
 from rlport.exporters.sb3_env import sb3_env, spaces_only_env
-from rlport.exporters.sb3_weights import load_weights, weights_of
+from rlport.exporters.sb3_weights import load_variables, load_weights, weights_of
 
 __all__ = ["to_sb3", "export_sb3", "ALGORITHMS"]
 
@@ -78,7 +78,8 @@ def to_sb3(
 
     Returns:
         The SB3 model: ``model.predict`` gives the bundle's actions (observations normalised by
-        ``model.get_vec_normalize_env()`` where there is one), and ``model.learn`` continues.
+        ``model.get_vec_normalize_env()`` where there is one), and ``model.learn`` continues
+        (with the learned entropy coefficient of SAC/TQC/CrossQ when the bundle keeps the critic).
 
     Raises:
         MissingDependencyError: stable-baselines3 (or sb3-contrib) is not installed.
@@ -115,6 +116,7 @@ def to_sb3(
             "argument to to_sb3 (policy_kwargs= or a keyword)"
         ) from exc
     load_weights(model, tensors, bool(source.get("includes_critic")), allow_missing_critic)
+    load_variables(model, bundle)
     model.num_timesteps = int(bundle.provenance.get("num_timesteps") or 0)
     return model
 

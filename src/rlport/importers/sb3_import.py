@@ -22,7 +22,7 @@ from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_live import _created, jsonable, settings
-from rlport.importers.sb3_policies import build_graph
+from rlport.importers.sb3_policies import VARIABLES, build_graph
 from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
 from rlport.importers.vecnormalize import read_vecnormalize, vec_normalize_settings
@@ -159,9 +159,11 @@ def import_sb3(
     model = SimpleNamespace(policy=policy, exploration_rate=float(f.data.get("exploration_rate", 0.0) or 0.0))
     builder = build_graph(model, stats)
     tensors = dict(builder.tensors)
+    variables = f.variables if include_critic else {}
     if include_critic:
         for name, value in f.state_dict.items():
             tensors.setdefault(name, value)
+        tensors.update({VARIABLES + name: value for name, value in variables.items()})
     source = {
         "framework": "stable-baselines3",
         "algorithm": algorithm or algorithm_of(f.policy_class, f.data),
@@ -175,6 +177,8 @@ def import_sb3(
         "imported": True,
         "sb3_version": f.sb3_version,
     }
+    if variables:
+        source["variables"] = list(variables)
     if stats is not None:
         source["vec_normalize"] = vec_normalize_settings(stats)
     bundle = Bundle(

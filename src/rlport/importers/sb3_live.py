@@ -26,7 +26,7 @@ from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
 from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
-from rlport.importers.sb3_policies import build_graph, state_dict
+from rlport.importers.sb3_policies import VARIABLES, build_graph, state_dict, torch_variables
 from rlport.importers.vecnormalize import vec_normalize_settings
 from rlport.verify.record import record_verification
 
@@ -205,9 +205,11 @@ def from_sb3(
     builder = build_graph(model, vec_normalize)
     tensors = dict(builder.tensors)
     full = state_dict(model.policy)
+    variables = torch_variables(model) if include_critic else {}
     if include_critic:
         for name, value in full.items():
             tensors.setdefault(name, value)
+        tensors.update({VARIABLES + name: value for name, value in variables.items()})
     recurrent = hasattr(model.policy, "lstm_actor")
     probes = probe_count(spec_from_space(model.observation_space), probes)
     probe_tensors = _probes(model, vec_normalize, probes, recurrent) if probes > 0 else None
@@ -223,6 +225,8 @@ def from_sb3(
         "use_sde": bool(getattr(model, "use_sde", False)),
         "hyperparameters": _live_settings(model),
     }
+    if variables:
+        source["variables"] = list(variables)
     if vec_normalize is not None:
         source["vec_normalize"] = vec_normalize_settings(vec_normalize)
     bundle = Bundle(

@@ -275,3 +275,26 @@ def _mask_size(space: Any) -> int:
 def state_dict(policy: Any) -> dict[str, np.ndarray]:
     """Every tensor of the policy, by its ``state_dict`` name."""
     return {name: to_numpy(value) for name, value in policy.state_dict().items()}
+
+
+VARIABLES = "variables."
+"""Prefix of the tensors holding SB3's saved torch variables (``variables.log_ent_coef``)."""
+
+
+def torch_variables(model: Any) -> dict[str, np.ndarray]:
+    """The torch variables SB3 saves beside the policy (``pytorch_variables.pth``), by name.
+
+    SAC, TQC and CrossQ save their learned ``log_ent_coef`` (or the fixed ``ent_coef_tensor``);
+    other algorithms save none.
+    """
+    import torch
+
+    names = model._get_torch_save_params()[1] if hasattr(model, "_get_torch_save_params") else []
+    found = {}
+    for name in names:
+        value = model
+        for part in name.split("."):
+            value = getattr(value, part, None)
+        if isinstance(value, torch.Tensor):
+            found[name] = to_numpy(value)
+    return found

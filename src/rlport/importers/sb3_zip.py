@@ -49,6 +49,8 @@ class SB3File:
     system_info: dict[str, str] = field(default_factory=dict)
     class_names: dict[str, str] = field(default_factory=dict)
     """Full dotted names of the class-valued ``policy_kwargs`` (which hold short names)."""
+    variables: dict[str, np.ndarray] = field(default_factory=dict)
+    """SB3's torch variables (``pytorch_variables.pth``; ``tensors.pth`` before 1.0): SAC's ``log_ent_coef``..."""
 
 
 def _members(path: str) -> dict[str, bytes]:
@@ -169,6 +171,13 @@ def _system_info(text: str) -> dict[str, str]:
     return info
 
 
+def _variables(members: dict[str, bytes], path: str) -> dict[str, np.ndarray]:
+    for name in ("pytorch_variables.pth", "tensors.pth"):
+        if name in members:
+            return read_torch_file(members[name], what=f"{path}: {name}")
+    return {}
+
+
 def read_sb3_zip(path: str | Path) -> SB3File:
     """Read and decode an SB3 ``.zip``; never executes any of its pickles.
 
@@ -209,4 +218,5 @@ def read_sb3_zip(path: str | Path) -> SB3File:
         state_dict=read_torch_file(members["policy.pth"], what=f"{path}: policy.pth"),
         system_info=_system_info(members.get("system_info.txt", b"").decode("utf-8", "replace")),
         class_names=class_names,
+        variables=_variables(members, path),
     )
