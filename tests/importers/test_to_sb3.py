@@ -7,6 +7,7 @@ Round trip = a perturbed in-process model, exported (``include_critic=True``), s
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import gymnasium as gym
@@ -443,3 +444,89 @@ def test_reward_normalisation_alone_comes_back_too(tmp_path):
     wrapper = rlport.to_sb3(bundle, env=_env(spec)).get_vec_normalize_env()
     assert wrapper is not None and (wrapper.norm_obs, wrapper.norm_reward) == (False, True)
     assert (wrapper.ret_rms.var, wrapper.ret_rms.count) == (7.0, 99.0)
+
+
+class GoalEnv(gym.Env):
+    """A goal-conditioned env (the HER interface: dict observation and ``compute_reward``)."""
+
+    observation_space = spaces.Dict(
+        {
+            "observation": spaces.Box(-1.0, 1.0, (3,), np.float32),
+            "achieved_goal": spaces.Box(-1.0, 1.0, (2,), np.float32),
+            "desired_goal": spaces.Box(-1.0, 1.0, (2,), np.float32),
+        }
+    )
+    action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps = 0
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        self.steps += 1
+        obs = self.observation_space.sample()
+        return (
+            obs,
+            float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})),
+            False,
+            self.steps >= 5,
+            {},
+        )
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return -np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+
+
+def _her_model():
+    from stable_baselines3 import SAC, HerReplayBuffer
+
+    kwargs = {"n_sampled_goal": 2, "goal_selection_strategy": "final"}
+    return SAC("MultiInputPolicy", GoalEnv(), replay_buffer_class=HerReplayBuffer, replay_buffer_kwargs=kwargs,
+               buffer_size=200, learning_starts=10, policy_kwargs={"net_arch": [16]}, device="cpu", seed=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("route", ["from_sb3", "import_sb3"])
+def test_a_her_model_comes_back_with_its_replay_buffer(route, tmp_path):
+    original = _her_model()
+    if route == "from_sb3":
+        bundle = _export(original, tmp_path)
+    else:
+        original.save(tmp_path / "her.zip")
+        bundle = rlport.import_sb3(tmp_path / "her.zip", probes=0, include_critic=True, fingerprint=False)
+    recorded = bundle.source["hyperparameters"]
+    assert recorded["replay_buffer_class"] == "stable_baselines3.her.her_replay_buffer.HerReplayBuffer"
+    model = rlport.to_sb3(bundle, env=GoalEnv())
+    buffer = model.replay_buffer
+    assert type(buffer).__name__ == "HerReplayBuffer"
+    assert (buffer.n_sampled_goal, buffer.goal_selection_strategy.name) == (2, "FINAL")
+    model.learn(30)  # samples from the HER buffer after learning_starts
+
+
+def test_a_her_model_without_env_says_how_to_keep_her(tmp_path):
+    bundle = _export(_her_model(), tmp_path)
+    with pytest.warns(RlportWarning) as caught:
+        model = rlport.to_sb3(bundle)
+    assert any(re.search(r"HerReplayBuffer.*pass env=", str(w.message)) for w in caught), [
+        str(w.message) for w in caught
+    ]
+    assert model.replay_buffer_class.__name__ == "DictReplayBuffer"
+
+
+def test_replay_buffer_settings_this_sb3_dropped_are_left_out_with_a_warning(tmp_path):
+    bundle = _export(_her_model(), tmp_path)
+    bundle.source["hyperparameters"]["replay_buffer_kwargs"] = {"online_sampling": True, "n_sampled_goal": 3}
+    with pytest.warns(RlportWarning, match="online_sampling dropped"):
+        model = rlport.to_sb3(bundle, env=GoalEnv())
+    assert model.replay_buffer.n_sampled_goal == 3
+
+
+def test_a_replay_buffer_class_outside_sb3_is_refused_and_can_be_passed(tmp_path):
+    from stable_baselines3.common.buffers import DictReplayBuffer
+
+    bundle = _export(_her_model(), tmp_path)
+    bundle.source["hyperparameters"]["replay_buffer_class"] = "mypkg.buffers.MyBuffer"
+    with pytest.raises(UnsupportedError, match=r"rlport imports only those.*replay_buffer_class=YourClass"):
+        rlport.to_sb3(bundle, env=GoalEnv())
+    model = rlport.to_sb3(bundle, env=GoalEnv(), replay_buffer_class=DictReplayBuffer, replay_buffer_kwargs={})
+    assert type(model.replay_buffer) is DictReplayBuffer

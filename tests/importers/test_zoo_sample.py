@@ -270,6 +270,7 @@ def test_export_sb3_makes_every_run_loadable_by_todays_sb3(run, tmp_path):
     import stable_baselines3
 
     from rlport.bundle.spaces import sample_observations
+    from rlport.exporters.sb3_env import spaces_only_env
     from rlport.exporters.to_sb3 import export_sb3
 
     with warnings.catch_warnings():
@@ -278,7 +279,11 @@ def test_export_sb3_makes_every_run_loadable_by_todays_sb3(run, tmp_path):
         paths = export_sb3(bundle, tmp_path / "model.zip")
     name = bundle.source["algorithm"]
     algo = getattr(stable_baselines3, name, None) or getattr(sb3_contrib, name)
-    model = algo.load(paths[0], device="cpu")
+    her = "HerReplayBuffer" in str(bundle.source["hyperparameters"].get("replay_buffer_class"))
+    assert her == run.startswith("her/"), "the HER replay buffer was not recorded"
+    env = spaces_only_env(bundle) if her else None  # SB3 loads HER models only with an env, as with its own files
+    model = algo.load(paths[0], env=env, device="cpu")
+    assert (type(getattr(model, "replay_buffer", None)).__name__ == "HerReplayBuffer") == her
     obs = sample_observations(bundle.observation_space, 64, np.random.default_rng(1))
     if len(paths) > 1:
         vecnorm = trusted.loads(paths[1].read_bytes())  # noqa: S301

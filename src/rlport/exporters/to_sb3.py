@@ -18,13 +18,14 @@ import inspect
 import io
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import MissingDependencyError, UnsupportedError
+from rlport.errors import MissingDependencyError, RlportWarning, UnsupportedError
 from rlport.exporters.sb3_env import sb3_env, spaces_only_env
 from rlport.exporters.sb3_weights import load_variables, load_weights, weights_of
 
@@ -104,7 +105,8 @@ def to_sb3(
     if net_arch is not None and "net_arch" not in (policy_kwargs or {}):
         model_kwargs["net_arch"] = net_arch
     venv = sb3_env(bundle, env, cls)
-    arguments = _arguments(cls, {**(source.get("hyperparameters") or {}), **kwargs}, bundle, venv is not None)
+    recorded = _recorded_classes(source.get("hyperparameters") or {}, kwargs, venv is not None)
+    arguments = _arguments(cls, {**recorded, **kwargs}, bundle, venv is not None)
     if "use_sde" in inspect.signature(cls.__init__).parameters:
         arguments["use_sde"] = use_sde
     try:
@@ -201,12 +203,54 @@ def _algorithm_class(name: str | None) -> type:
     return getattr(module, name)
 
 
-def _import(name: str, key: str) -> Any:
+def _recorded_classes(settings: dict[str, Any], given: dict[str, Any], has_env: bool) -> dict[str, Any]:
+    """The recorded settings with ``*_class`` names imported and ``*_kwargs`` fitted to those classes.
+
+    Settings the caller passes are left to the caller. Entries a class no longer takes (SB3 < 1.8's
+    ``online_sampling`` for ``HerReplayBuffer``) are dropped with a warning; a ``HerReplayBuffer``
+    without an env (SB3 cannot build one) is dropped with a warning that says to pass ``env=``.
+    """
+    settings = dict(settings)
+    for key in [k for k, v in settings.items() if k.endswith("_class") and isinstance(v, str) and k not in given]:
+        cls = _import(settings[key], key, hint=f"to_sb3(bundle, {key}=YourClass)")
+        if not has_env and cls.__name__ == "HerReplayBuffer":
+            warnings.warn(
+                f"the bundle was trained with {settings[key]}, which SB3 builds only with an env; the model "
+                "has none and uses the default replay buffer: pass env= (a goal env) to keep training with HER",
+                RlportWarning,
+                stacklevel=3,
+            )
+            settings.pop(key)
+            settings.pop(key.removesuffix("_class") + "_kwargs", None)
+            continue
+        settings[key] = cls
+        kwargs_key = key.removesuffix("_class") + "_kwargs"
+        if isinstance(settings.get(kwargs_key), dict) and kwargs_key not in given:
+            settings[kwargs_key] = _fitted_kwargs(cls, settings[kwargs_key], kwargs_key)
+    return settings
+
+
+def _fitted_kwargs(cls: type, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(kwargs)
+    dropped = sorted(set(kwargs) - set(parameters))
+    if dropped:
+        warnings.warn(
+            f"{key}: {', '.join(dropped)} dropped, {cls.__name__} of this stable-baselines3 no longer takes them",
+            RlportWarning,
+            stacklevel=4,
+        )
+    return {k: v for k, v in kwargs.items() if k in parameters}
+
+
+def _import(name: str, key: str, hint: str | None = None) -> Any:
     """The class ``name`` (``"module.Qual.Name"``) from torch / SB3 / sb3-contrib; nothing else is imported."""
     if not name.startswith(_IMPORTABLE):
         raise UnsupportedError(
             f"{key} is {name or 'not recorded'}, which is not part of torch, stable-baselines3 or sb3-contrib; "
-            f"rlport imports only those. Pass the class yourself: to_sb3(bundle, policy_kwargs={{{key!r}: YourClass}})"
+            "rlport imports only those. Pass the class yourself: "
+            + (hint or f"to_sb3(bundle, policy_kwargs={{{key!r}: YourClass}})")
         )
     parts = name.split(".")
     for split in range(len(parts) - 1, 0, -1):

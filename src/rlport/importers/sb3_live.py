@@ -90,7 +90,8 @@ def jsonable(value: Any) -> Any:
 # constructor arguments that are not training settings (or are recorded elsewhere in the bundle)
 _NOT_SETTINGS = frozenset(
     {"policy", "env", "policy_kwargs", "use_sde", "device", "verbose", "seed", "tensorboard_log", "n_envs",
-     "num_timesteps", "start_time", "monitor_wrapper", "stats_window_size", "action_noise"}
+     "num_timesteps", "start_time", "monitor_wrapper", "stats_window_size", "action_noise",
+     "ep_info_buffer", "ep_success_buffer"}
 )  # fmt: skip
 
 
@@ -98,11 +99,21 @@ def settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """The plain-valued (numbers, strings, booleans, lists of them) training settings among an algorithm's attributes.
 
     What ``rlport.to_sb3`` passes back to the algorithm's constructor so that training resumes
-    with the same hyperparameters. Private names, objects and ``None`` are left out.
+    with the same hyperparameters. Classes (``replay_buffer_class``) are kept as dotted names and
+    ``*_kwargs`` dicts with their plain entries; private names, other objects and ``None`` are left out.
     """
     kept: dict[str, Any] = {}
     for key, value in values.items():
         if key.startswith("_") or key in _NOT_SETTINGS:
+            continue
+        if key.endswith("_class"):  # replay_buffer_class ...: kept by name, imported back by to_sb3
+            if name := _class_name(value):
+                kept[key] = name
+            continue
+        if key.endswith("_kwargs") and isinstance(value, Mapping):  # replay_buffer_kwargs: its plain entries
+            plain = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in value.items() if _plain(v)}
+            if plain:
+                kept[key] = plain
             continue
         if key == "learning_rate" and _plain(value) and not value > 0:
             continue  # a decayed schedule's end value, as SB3 saves some: resuming with it would not learn
@@ -111,6 +122,13 @@ def settings(values: Mapping[str, Any]) -> dict[str, Any]:
         elif _plain(value):
             kept[key] = value.item() if isinstance(value, np.generic) else value
     return kept
+
+
+def _class_name(value: Any) -> str | None:
+    """``"module.Qual.Name"`` of a class (live) or of an inert reference to one (imported)."""
+    if isinstance(value, safe_pickle.GlobalRef):  # itself a (stand-in) class: test it first
+        return safe_pickle.global_name(value)
+    return f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else None
 
 
 def _plain(value: Any) -> bool:
@@ -124,11 +142,11 @@ def _live_settings(model: Any) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name in inspect.signature(type(model).__init__).parameters:
         value = getattr(model, name, None)
-        if name in _NOT_SETTINGS or isinstance(value, type):
+        if name in _NOT_SETTINGS or (isinstance(value, type) and not name.endswith("_class")):
             continue
         if hasattr(value, "frequency") and hasattr(value, "unit"):  # TrainFreq(4, TrainFrequencyUnit.STEP)
             value = [value.frequency, getattr(value.unit, "value", str(value.unit))]
-        elif callable(value):  # a schedule, kept as its start value (what learn() restarts from)
+        elif callable(value) and not isinstance(value, type):  # a schedule, kept as its start value (what learn() restarts from)
             try:
                 value = float(value(1.0))
             except Exception:  # noqa: BLE001 - not a schedule after all: not a setting to record
