@@ -283,6 +283,18 @@ def test_unsupported_op(monkeypatch, tmp_path):
         onnx_export.onnx_model(bundle, opset=16)
 
 
+def test_a_policy_that_draws_straight_from_its_input_samples_like_numpy():
+    """Nothing for ONNX to compute before the draw: the tail runs on the inputs alone."""
+    graph = Graph((GraphInput("obs", "observation"),), "action", policy=(Node("categorical", ("obs",), ("action",)),))
+    bundle = Bundle(BoxSpec.create(-3.0, 3.0, (5,)), DiscreteSpec(5), graph, {})
+    obs = np.random.default_rng(4).uniform(-3, 3, (200, 5)).astype(np.float32)
+    ours, _ = OnnxPolicy(bundle, seed=9).predict(obs)
+    theirs, _ = bundle.policy(seed=9).predict(obs)
+    np.testing.assert_array_equal(ours, theirs)
+    assert len(np.unique(ours)) == 5
+    np.testing.assert_array_equal(OnnxPolicy(bundle).predict(obs, deterministic=True)[0], obs.argmax(axis=1))
+
+
 def test_discrete_observations_are_range_checked():
     bundle = _bundle(make_model(ModelSpec("PPO", obs="discrete", action="discrete")))
     policy = OnnxPolicy(bundle)

@@ -146,7 +146,7 @@ def _live_settings(model: Any) -> dict[str, Any]:
             continue
         if hasattr(value, "frequency") and hasattr(value, "unit"):  # TrainFreq(4, TrainFrequencyUnit.STEP)
             value = [value.frequency, getattr(value.unit, "value", str(value.unit))]
-        elif callable(value) and not isinstance(value, type):  # a schedule, kept as its start value (what learn() restarts from)
+        elif callable(value) and not isinstance(value, type):  # a schedule: kept as its start value
             try:
                 value = float(value(1.0))
             except Exception:  # noqa: BLE001 - not a schedule after all: not a setting to record

@@ -124,15 +124,15 @@ class OnnxPolicy(GraphPredictor):
 
         graph = self.bundle.graph
         tail, head_outputs = sampling_split(graph)
-        head = _session(
-            require("onnxruntime", "onnx", "the onnx backend"), onnx_model(self.bundle, outputs=head_outputs)
-        )
+        ort = require("onnxruntime", "onnx", "the onnx backend")
+        head = _session(ort, onnx_model(self.bundle, outputs=head_outputs)) if head_outputs else None
         steps = [(bind_node(node, self.bundle.tensors, self._ctx), node) for node in tail]
         results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
 
         def sample(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             values = dict(feeds)
-            values.update(zip(head_outputs, head.run(head_outputs, feeds), strict=True))
+            if head is not None:  # None: the graph draws straight from its inputs
+                values.update(zip(head_outputs, head.run(head_outputs, feeds), strict=True))
             for fn, node in steps:
                 out = fn(*(values[name] for name in node.inputs))
                 values.update(zip(node.outputs, [out] if len(node.outputs) == 1 else out, strict=True))
