@@ -166,8 +166,9 @@ def test_export_sb3_gives_files_plain_sb3_loads(tmp_path, capsys):
     target = tmp_path / "out" / "pendulum.zip"
     target.parent.mkdir()
     assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--json"]) == 0
-    outputs = json.loads(capsys.readouterr().out)["outputs"]
-    assert outputs == [str(target), str(target.parent / "vecnormalize.pkl")]
+    result = json.loads(capsys.readouterr().out)
+    outputs = result["outputs"]
+    assert outputs == [str(target), str(target.parent / "vecnormalize.pkl")] and result["warnings"] == []
     model = SAC.load(target, device="cpu")
     venv = VecNormalize.load(outputs[1], make_vec_env("Pendulum-v1"))
     assert venv.obs_rms.count == 777.0 and venv.clip_obs == 4.0
@@ -185,3 +186,4 @@ def test_export_sb3_without_critic_is_refused_and_writes_nothing(tmp_path, capsy
     assert not target.exists() and not (tmp_path / "vecnormalize.pkl").exists()
     assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--allow-missing-critic"]) == 0
     assert target.exists() and (tmp_path / "vecnormalize.pkl").exists()
+    assert "warning: critic, critic_target start from a fresh initialisation" in capsys.readouterr().out

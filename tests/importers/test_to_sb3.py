@@ -530,3 +530,13 @@ def test_a_replay_buffer_class_outside_sb3_is_refused_and_can_be_passed(tmp_path
         rlport.to_sb3(bundle, env=GoalEnv())
     model = rlport.to_sb3(bundle, env=GoalEnv(), replay_buffer_class=DictReplayBuffer, replay_buffer_kwargs={})
     assert type(model.replay_buffer) is DictReplayBuffer
+
+
+def test_exporting_a_her_model_says_how_sb3_loads_it(tmp_path):
+    from stable_baselines3 import SAC
+
+    from rlport.exporters.to_sb3 import export_sb3
+
+    with pytest.warns(RlportWarning, match=r"SAC.load\(path, env=goal_env\)"):
+        (path,) = export_sb3(_export(_her_model(), tmp_path), tmp_path / "her.zip")
+    assert type(SAC.load(path, env=GoalEnv(), device="cpu").replay_buffer).__name__ == "HerReplayBuffer"

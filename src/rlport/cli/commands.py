@@ -216,10 +216,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_sb3(args: argparse.Namespace) -> int:
+    import warnings
+
+    from rlport.errors import RlportWarning
     from rlport.exporters.to_sb3 import export_sb3
 
-    paths = export_sb3(args.bundle, args.output, args.vecnormalize, allow_missing_critic=args.allow_missing_critic)
-    result = {"outputs": [str(p) for p in paths], "format": "sb3"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("always", RlportWarning)
+        paths = export_sb3(args.bundle, args.output, args.vecnormalize, allow_missing_critic=args.allow_missing_critic)
+    notes = [str(w.message) for w in caught if issubclass(w.category, RlportWarning)]
+    result = {"outputs": [str(p) for p in paths], "format": "sb3", "warnings": notes}
     load = f"ALGO.load({str(paths[0])!r})" + (f" and VecNormalize.load({str(paths[1])!r}, venv)" if paths[1:] else "")
-    emit(result, args.json, lambda r: f"exported {args.bundle} to {', '.join(r['outputs'])}; load with {load}")
+    text = f"exported {args.bundle} to {', '.join(result['outputs'])}; load with {load}"
+    emit(result, args.json, lambda r: "\n".join([text, *(f"warning: {note}" for note in notes)]))
     return EXIT_OK

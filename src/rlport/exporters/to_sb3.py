@@ -148,6 +148,12 @@ def export_sb3(
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     model = to_sb3(bundle, spaces_only_env(bundle), device="cpu", allow_missing_critic=allow_missing_critic)
+    if getattr(getattr(model, "replay_buffer_class", None), "__name__", "") == "HerReplayBuffer":
+        warnings.warn(
+            f"{path}: a HER model; SB3 loads it only with its env: {type(model).__name__}.load(path, env=goal_env)",
+            RlportWarning,
+            stacklevel=2,
+        )
     buffer = io.BytesIO()
     model.save(buffer)  # SB3 leaves the env out of its files
     outputs = [(Path(path), buffer.getvalue(), "the SB3 model")]
