@@ -184,6 +184,23 @@ def test_the_variables_member_of_sb3_before_1_0_is_read(tmp_path):
     assert rlport.to_sb3(imported, env=_env(spec)).log_ent_coef.item() == pytest.approx(-1.5)
 
 
+def test_an_imported_variables_member_keeps_only_plain_attribute_names(tmp_path):
+    import io
+    import zipfile
+
+    spec = ModelSpec("SAC")
+    make_model(spec).save(tmp_path / "model.zip")
+    crafted = io.BytesIO()
+    torch.save({"log_ent_coef": torch.full((1,), -0.5), "policy.actor.mu.bias": torch.zeros(3)}, crafted)
+    with zipfile.ZipFile(tmp_path / "model.zip") as src, zipfile.ZipFile(tmp_path / "crafted.zip", "w") as dst:
+        for info in src.infolist():
+            is_variables = info.filename == "pytorch_variables.pth"
+            dst.writestr(info.filename, crafted.getvalue() if is_variables else src.read(info))
+    bundle = rlport.import_sb3(tmp_path / "crafted.zip", probes=0, include_critic=True, fingerprint=False)
+    assert bundle.source["variables"] == ["log_ent_coef"]
+    assert rlport.to_sb3(bundle, env=_env(spec)).log_ent_coef.item() == pytest.approx(-0.5)
+
+
 def test_a_fixed_entropy_coefficient_follows_the_arguments(tmp_path):
     spec = ModelSpec("SAC", kwargs={"ent_coef": 0.2})
     bundle = _export(make_model(spec), tmp_path)
@@ -200,6 +217,15 @@ def test_an_entropy_coefficient_of_another_shape_is_refused(tmp_path):
     bundle = _export(make_model(spec), tmp_path)
     bundle.tensors["variables.log_ent_coef"] = np.zeros(2, np.float32)
     with pytest.raises(UnsupportedError, match=r"log_ent_coef has shape \(2,\)"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+@pytest.mark.parametrize("names", [["policy.actor.mu.weight"], ["__class__"], "log_ent_coef", [3]])
+def test_variables_that_are_not_plain_attribute_names_are_refused(names, tmp_path):
+    spec = ModelSpec("SAC")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source["variables"] = names
+    with pytest.raises(UnsupportedError, match="source.variables must list attribute names"):
         rlport.to_sb3(bundle, env=_env(spec))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from rlport.bundle.bundle import Bundle
 from rlport.errors import RlportWarning, UnsupportedError
-from rlport.importers.sb3_policies import VARIABLES
+from rlport.importers.sb3_policies import VARIABLE_NAME, VARIABLES
 
 __all__ = ["weights_of", "load_weights", "load_variables"]
 
@@ -149,12 +149,15 @@ def load_variables(model: Any, bundle: Bundle) -> list[str]:
     """
     import torch
 
+    names = bundle.source.get("variables") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and VARIABLE_NAME.fullmatch(n) for n in names):
+        raise UnsupportedError(
+            f"the bundle's source.variables must list attribute names such as 'log_ent_coef', found {names!r}; "
+            "export the model again with rlport.from_sb3"
+        )
     restored = []
-    for name in bundle.source.get("variables") or []:
-        value = bundle.tensors.get(VARIABLES + name)
-        target: Any = model
-        for part in name.split("."):
-            target = getattr(target, part, None)
+    for name in names:
+        value, target = bundle.tensors.get(VARIABLES + name), getattr(model, name, None)
         if value is None or not isinstance(target, torch.Tensor) or not target.requires_grad:
             continue
         if tuple(target.shape) != tuple(value.shape):

@@ -22,7 +22,7 @@ from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_live import _created, jsonable, settings
-from rlport.importers.sb3_policies import VARIABLES, build_graph
+from rlport.importers.sb3_policies import VARIABLE_NAME, VARIABLES, build_graph
 from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
 from rlport.importers.vecnormalize import read_vecnormalize, vec_normalize_settings
@@ -159,7 +159,7 @@ def import_sb3(
     model = SimpleNamespace(policy=policy, exploration_rate=float(f.data.get("exploration_rate", 0.0) or 0.0))
     builder = build_graph(model, stats)
     tensors = dict(builder.tensors)
-    variables = f.variables if include_critic else {}
+    variables = {k: v for k, v in f.variables.items() if VARIABLE_NAME.fullmatch(k)} if include_critic else {}
     if include_critic:
         for name, value in f.state_dict.items():
             tensors.setdefault(name, value)

@@ -7,6 +7,7 @@ distribution's mode (or sample) and the Box post-processing (unscale or clip).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -279,6 +280,8 @@ def state_dict(policy: Any) -> dict[str, np.ndarray]:
 
 VARIABLES = "variables."
 """Prefix of the tensors holding SB3's saved torch variables (``variables.log_ent_coef``)."""
+VARIABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+"""What a saved variable's name may be: a plain attribute of the algorithm (``log_ent_coef``)."""
 
 
 def torch_variables(model: Any) -> dict[str, np.ndarray]:
