@@ -126,6 +126,20 @@ def test_hyperparameters_gSDE_and_timesteps_come_back(tmp_path):
     assert rlport.to_sb3(tmp_path / "model.rlp", env=_env(spec), gamma=0.5).gamma == 0.5  # kwargs win
 
 
+@pytest.mark.parametrize("use_rms_prop, optimizer", [(True, torch.optim.RMSprop), (False, torch.optim.Adam)])
+@pytest.mark.parametrize("route", ["from_sb3", "import_sb3"])
+def test_a2c_comes_back_with_its_optimizer(use_rms_prop, optimizer, route, tmp_path):
+    spec = ModelSpec("A2C", kwargs={"use_rms_prop": use_rms_prop})
+    original = make_model(spec)
+    assert type(original.policy.optimizer) is optimizer
+    if route == "from_sb3":
+        bundle = _export(original, tmp_path)
+    else:
+        original.save(tmp_path / "a2c.zip")
+        bundle = rlport.import_sb3(tmp_path / "a2c.zip", probes=0, include_critic=True, fingerprint=False)
+    assert type(rlport.to_sb3(bundle, env=_env(spec), algorithm="A2C").policy.optimizer) is optimizer
+
+
 def test_train_frequency_in_episodes_comes_back(tmp_path):
     spec = ModelSpec("SAC", kwargs={"train_freq": (2, "episode"), "gradient_steps": 3})
     model = rlport.to_sb3(_export(make_model(spec), tmp_path), env=_env(spec))

@@ -304,6 +304,8 @@ def _arguments(cls: type, settings: dict[str, Any], bundle: Bundle, has_env: boo
         del settings["train_freq"]
     names = set(inspect.signature(cls.__init__).parameters) - _NOT_ARGUMENTS
     arguments = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in names}
+    if "use_rms_prop" in names and "optimizer_class" not in (bundle.source.get("policy_kwargs") or {}):
+        arguments.setdefault("use_rms_prop", False)  # A2C records RMSprop in policy_kwargs when it uses it
     if "target_entropy" in names and not has_env and arguments.get("target_entropy", "auto") == "auto":
         shape = bundle.action_space.shape  # SB3 reads "auto" off the env's action space
         arguments["target_entropy"] = -float(np.prod(shape))
