@@ -18,6 +18,7 @@ from typing import Any
 
 from rlport.bundle.bundle import Bundle
 from rlport.errors import (
+    ActionError,
     BundleError,
     EnvError,
     FormatVersionError,
@@ -51,6 +52,7 @@ __all__ = [
     "MissingDependencyError",
     "EnvError",
     "UnsafeFileError",
+    "ActionError",
     "__version__",
 ]
 

@@ -20,9 +20,12 @@ from typing import Any
 import numpy as np
 
 from rlport.bundle.manifest import EnvSpec, WrapperSpec
-from rlport.errors import EnvError, MissingDependencyError, SpaceError
+from rlport.errors import EnvError, MissingDependencyError, SpaceError, UnsafeFileError
 
-__all__ = ["make_env", "check_spaces", "run_episodes", "EpisodeStats"]
+__all__ = ["make_env", "check_env_id", "check_spaces", "run_episodes", "EpisodeStats", "MAX_ENV_ID_LENGTH"]
+
+MAX_ENV_ID_LENGTH = 256
+"""The longest env id rlport passes to gymnasium (real ids are a few dozen characters)."""
 
 
 def _gymnasium():
@@ -128,16 +131,69 @@ def _apply(env: Any, wrapper: WrapperSpec) -> Any:
         raise EnvError(f"wrapper {wrapper.name!r} got bad arguments {wrapper.kwargs}: {exc}") from exc
 
 
-def make_env(spec: EnvSpec, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> Any:
+def check_env_id(env_id: Any, env_module: str | None = None, where: str = "the bundle") -> str:
+    """``env_id`` if it is safe to hand to ``gymnasium.make``, read from a file.
+
+    gymnasium's ``make("module:EnvName")`` imports ``module`` before it looks the name up, so an id
+    from a file could import any module on the path. Such an id is accepted only when the user
+    named that very module (``--env-module MODULE``, ``env_module=``); ids the user types are
+    theirs and are not checked here.
+
+    Raises:
+        UnsafeFileError: the id names a module the user did not name, or is not a plain short string.
+
+    Example:
+        >>> check_env_id("CartPole-v1")
+        'CartPole-v1'
+    """
+    if not isinstance(env_id, str) or not env_id or len(env_id) > MAX_ENV_ID_LENGTH or not env_id.isprintable():
+        raise UnsafeFileError(
+            f"{where}: the env id {_capped(env_id)} is not a printable string of 1 to {MAX_ENV_ID_LENGTH} characters"
+        )
+    if ":" in env_id:
+        module = env_id.split(":", 1)[0]
+        if env_module is None or module != env_module:
+            raise UnsafeFileError(
+                f"{where}: the env id {_capped(env_id)} would make gymnasium import the module {_capped(module)}; "
+                "ids from files never import modules. If you trust that module, name it: "
+                f"--env-module {_capped(module, 60)[1:-1]} (env_module={_capped(module, 60)} in Python)"
+            )
+    return env_id
+
+
+def _capped(value: Any, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def make_env(
+    spec: EnvSpec,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    env_module: str | None = None,
+) -> Any:
     """A gymnasium env for ``spec`` (``env_id``/``env_kwargs`` override the recorded ones).
+
+    Args:
+        spec: the env spec, usually read from a bundle (untrusted: see :func:`check_env_id`).
+        env_id: an id the user chose, used instead of the recorded one (trusted as the user's own).
+        env_kwargs: kwargs the user chose, used instead of the recorded ones.
+        env_module: the one module a recorded ``module:EnvName`` id may import.
 
     Raises:
         EnvError: no env id is known, gymnasium does not know it, or a wrapper is unknown.
+        UnsafeFileError: the recorded id would import a module the user did not name.
     """
     gym = _gymnasium()
     if env_id is not None:
+        if not isinstance(env_id, str) or not env_id:
+            raise EnvError(f"the env id must be a non-empty string, found {_capped(env_id)}")
         spec = replace(spec, id=env_id)
+    elif spec.id:
+        check_env_id(spec.id, env_module)
     if env_kwargs is not None:
+        if not isinstance(env_kwargs, dict):
+            raise EnvError(f"env kwargs must be a JSON object (a dict), found {_capped(env_kwargs)}")
         spec = replace(spec, kwargs=dict(env_kwargs))
     if not spec.id:
         raise EnvError("the bundle records no environment id; pass one with --env ID")
@@ -147,8 +203,8 @@ def make_env(spec: EnvSpec, env_id: str | None = None, env_kwargs: dict[str, Any
         raise EnvError(f"cannot create env {spec.id!r}: {exc}") from exc
     except (ImportError, ModuleNotFoundError) as exc:
         raise EnvError(f"env {spec.id!r} needs a package that is not installed: {exc}") from exc
-    except TypeError as exc:
-        raise EnvError(f"env {spec.id!r} rejected its kwargs {spec.kwargs}: {exc}") from exc
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise EnvError(f"env {spec.id!r} rejected its kwargs {_capped(spec.kwargs, 300)}: {exc}") from exc
     if spec.max_episode_steps is not None:
         env = _time_limit(env, spec.max_episode_steps)
     for wrapper in spec.wrappers:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "short",
+    "MAX_MESSAGE",
     "RlportError",
     "BundleError",
     "FormatVersionError",
@@ -14,11 +16,34 @@ __all__ = [
     "MissingDependencyError",
     "EnvError",
     "UnsafeFileError",
+    "ActionError",
 ]
 
 
+MAX_MESSAGE = 2000
+"""The longest message an rlport error carries; longer ones keep their start and end."""
+
+
+def short(value: object, limit: int = 100) -> str:
+    """``repr(value)`` cut to ``limit`` characters: names and values from a file are echoed, never in full.
+
+    Example:
+        >>> short("x" * 200, 12)
+        "'xxxxxxxx..."
+    """
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RlportError(Exception):
-    """Root of every error rlport raises on purpose."""
+    """Root of every error rlport raises on purpose. Messages are capped at :data:`MAX_MESSAGE` characters."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str) and len(args[0]) > MAX_MESSAGE:
+            text = args[0]
+            args = (f"{text[: MAX_MESSAGE - 400]} [... {len(text) - MAX_MESSAGE + 300} characters cut ...] "
+                    f"{text[-100:]}",)  # fmt: skip
+        super().__init__(*args)
 
 
 class BundleError(RlportError):
@@ -55,6 +80,10 @@ class MissingDependencyError(RlportError, ImportError):
 
 class EnvError(RlportError):
     """The environment recorded in a bundle cannot be created here."""
+
+
+class ActionError(RlportError):
+    """The policy produced an action outside its action space or a non-finite one; nothing was returned."""
 
 
 class UnsafeFileError(RlportError):

@@ -371,8 +371,22 @@ def test_unknown_op_message_lists_every_supported_op():
 def test_limits_are_the_ones_in_the_spec():
     text = " ".join(FORMAT_MD.read_text(encoding="utf-8").split())
     assert MAX_STATE_ELEMENTS == 2**24 and MAX_LSTM_LAYERS == 1024
-    assert "at most 2^24 (16,777,216) elements in a `box` or `multi_binary` space and in a `state`" in text
+    assert "2^24 (16,777,216) elements in a space (all leaves of a `dict` space together) and in a `state`" in text
     assert "at most 1024 `lstm` layers" in text
+
+
+def test_graph_limits_are_the_ones_in_the_spec():
+    from rlport.bundle import spaces
+    from rlport.graph import infer
+
+    text = " ".join(FORMAT_MD.read_text(encoding="utf-8").split())
+    assert (infer.MAX_VALUE_ELEMENTS, infer.MAX_GRAPH_ELEMENTS, infer.MAX_GRAPH_FLOPS) == (2**24, 2**26, 2**34)
+    assert "more than 2^24 elements per batch row or more than 8 axes, all values together more than 2^26" in text
+    assert "more than 2^34 multiply-adds per batch row" in text and infer.MAX_RANK == 8
+    assert (spaces.MAX_ELEMENTS, spaces.MAX_LEAVES, spaces.MAX_DEPTH, spaces.MAX_DISCRETE) == (2**24, 1024, 16, 2**31)
+    assert "at most 1024 leaves and 16 nested levels in a `dict` space" in text
+    assert " ".join(sorted(infer.CAST_DTYPES)) == " ".join(sorted(
+        "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split()))
 
 
 def test_required_attrs_are_marked():

@@ -25,6 +25,7 @@ from rlport.bundle.container import (
 )
 from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, parse_json
 from rlport.bundle.spaces import SpaceSpec, leaves, space_from_json
+from rlport.bundle.static import check_statically
 from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError
 from rlport.graph.graph import Graph
 
@@ -164,12 +165,18 @@ class Bundle:
     def validate(self) -> None:
         """Check the graph against the tensors and spaces, and dry-run it on a dummy batch.
 
+        Before anything runs, the graph's shapes, dtypes and ranges are inferred
+        (``rlport.graph.infer``): every value must stay within the size limits, every parameter
+        must be finite, and the action must lie in the action space for any observation.
+
         Raises:
-            GraphError: the graph is inconsistent, or fails (or gives a wrongly shaped action)
+            GraphError: the graph is inconsistent, over the limits, has non-finite parameters,
+                can act outside its action space, or fails (or gives a wrongly shaped action)
                 on a dummy observation batch.
         """
         self.graph.validate({name: np.ndim(array) for name, array in self.tensors.items()})
         self._check_observation_inputs()
+        check_statically(self.graph, self.tensors, self.observation_space, self.action_space)
         try:
             self.policy()
         except RlportError:

@@ -6,14 +6,27 @@ See docs/FORMAT.md sections 2, 6 and 7.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlport.errors import BundleError
+from rlport.errors import BundleError, short
 
-__all__ = ["WrapperSpec", "EnvSpec", "ProbeInfo", "canonical_json", "parse_json", "KNOWN_WRAPPERS"]
+__all__ = ["WrapperSpec", "EnvSpec", "ProbeInfo", "canonical_json", "parse_json", "KNOWN_WRAPPERS", "MAX_FRAME_STACK"]
 
 KNOWN_WRAPPERS = ("time_limit", "time_feature", "frame_stack")
+MAX_FRAME_STACK = 64
+"""The most frames a ``frame_stack`` wrapper may stack (Atari agents stack 4)."""
+MAX_STEPS = 1 << 31
+"""The largest step count a wrapper or ``max_episode_steps`` may name."""
+MAX_NAME_LENGTH = 256
+"""The longest wrapper name a manifest may hold."""
+_WRAPPER_KWARGS: dict[str, dict[str, tuple[str, int, int]]] = {
+    "time_limit": {"max_episode_steps": ("int", 1, MAX_STEPS)},
+    "time_feature": {"max_steps": ("int", 1, MAX_STEPS), "test_mode": ("bool", 0, 1)},
+    "frame_stack": {"n_stack": ("int", 1, MAX_FRAME_STACK)},
+}
+"""The keyword arguments each known wrapper takes: name -> (kind, minimum, maximum)."""
 
 
 def canonical_json(data: Any) -> bytes:
@@ -36,12 +49,24 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return dict(pairs)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large for a float64")
+    return value
+
+
 def parse_json(data: bytes, what: str) -> Any:
-    """Parse strict JSON (no NaN/Infinity, no duplicate keys) or raise :class:`BundleError`."""
+    """Parse strict JSON (no NaN/Infinity, no float beyond float64, no duplicate keys) or raise :class:`BundleError`."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        return json.loads(
+            data.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BundleError(f"{what} is not valid JSON ({exc}); the bundle is corrupt") from exc
+        raise BundleError(f"{what} is not valid JSON ({short(str(exc), 200)}); the bundle is corrupt") from exc
 
 
 @dataclass(frozen=True)
@@ -54,14 +79,30 @@ class WrapperSpec:
     def to_json(self) -> dict:
         return {"name": self.name, "kwargs": dict(self.kwargs)}
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= MAX_NAME_LENGTH:
+            raise BundleError(
+                f"an env wrapper needs a name of 1 to {MAX_NAME_LENGTH} characters, found {short(self.name)}"
+            )
+        if not isinstance(self.kwargs, dict):
+            raise BundleError(f"wrapper {short(self.name)}: 'kwargs' must be an object")
+        known = _WRAPPER_KWARGS.get(self.name)
+        if known is None:
+            return  # recorded by name (an RL Zoo wrapper rlport cannot build); `make_env` refuses it
+        for key, value in self.kwargs.items():
+            if key not in known:
+                raise BundleError(f"wrapper {self.name!r} takes {sorted(known)}, not {short(key)}")
+            kind, low, high = known[key]
+            ok = isinstance(value, bool) if kind == "bool" else isinstance(value, int) and not isinstance(value, bool)
+            if not ok or not low <= value <= high:
+                wanted = "a boolean" if kind == "bool" else f"an integer in {low}..{high}"
+                raise BundleError(f"wrapper {self.name!r}: {key} must be {wanted}, found {short(value)}")
+
     @classmethod
     def from_json(cls, data: Any) -> WrapperSpec:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            raise BundleError(f"an env wrapper must be an object with a 'name', found {data!r}")
-        kwargs = data.get("kwargs", {})
-        if not isinstance(kwargs, dict):
-            raise BundleError(f"wrapper {data['name']!r}: 'kwargs' must be an object")
-        return cls(data["name"], kwargs)
+            raise BundleError(f"an env wrapper must be an object with a 'name', found {short(data)}")
+        return cls(data["name"], data.get("kwargs", {}))
 
 
 @dataclass(frozen=True)
@@ -90,11 +131,13 @@ class EnvSpec:
         wrappers = data.get("wrappers", [])
         steps = data.get("max_episode_steps")
         if env_id is not None and not isinstance(env_id, str):
-            raise BundleError(f"env id must be a string or null, found {env_id!r}")
+            raise BundleError(f"env id must be a string or null, found {short(env_id)}")
         if not isinstance(kwargs, dict) or not isinstance(wrappers, list):
             raise BundleError("env 'kwargs' must be an object and 'wrappers' a list")
-        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
-            raise BundleError(f"env max_episode_steps must be a positive integer or null, found {steps!r}")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not 0 < steps <= MAX_STEPS):
+            raise BundleError(
+                f"env max_episode_steps must be an integer in 1..{MAX_STEPS} or null, found {short(steps)}"
+            )
         return cls(env_id, kwargs, tuple(WrapperSpec.from_json(w) for w in wrappers), steps)
 
 
@@ -119,5 +162,7 @@ class ProbeInfo:
             or not isinstance(data.get("sequential"), bool)
             or not isinstance(data.get("source"), str)
         ):
-            raise BundleError(f"'probes' must be {{count: int >= 0, sequential: bool, source: str}}, found {data!r}")
+            raise BundleError(
+                f"'probes' must be {{count: int >= 0, sequential: bool, source: str}}, found {short(data)}"
+            )
         return cls(data["count"], data["sequential"], data["source"])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rlport.errors import ObservationError, SpaceError
+from rlport.errors import ObservationError, SpaceError, short
 
 __all__ = [
     "BoxSpec",
@@ -37,7 +37,33 @@ __all__ = [
 ]
 
 MAX_ELEMENTS = 1 << 24
-"""The most elements a box or multi_binary space may have (docs/FORMAT.md section 1)."""
+"""The most elements a space may have, all its leaves together (docs/FORMAT.md section 1)."""
+MAX_LEAVES = 1024
+"""The most leaves (non-dict sub-spaces) a dict space may have."""
+MAX_DEPTH = 16
+"""The deepest a dict space may nest."""
+MAX_DISCRETE = 1 << 31
+"""The most values a discrete space (or one entry of a multi_discrete one) may have; starts are bounded likewise."""
+
+
+def _declared_elements(data: Any, depth: int = 0) -> tuple[int, int]:
+    """(elements, leaves) a space's JSON declares, counted before anything is allocated."""
+    if depth > MAX_DEPTH:
+        raise SpaceError(f"a space nests more than {MAX_DEPTH} dict levels deep")
+    if not isinstance(data, dict):
+        return 0, 1
+    if data.get("type") == "dict" and isinstance(data.get("spaces"), list):
+        total = leaves = 0
+        for entry in data["spaces"]:
+            elements, count = _declared_elements(entry.get("space") if isinstance(entry, dict) else None, depth + 1)
+            total, leaves = total + elements, leaves + count
+            if total > MAX_ELEMENTS or leaves > MAX_LEAVES:
+                break
+        return total, leaves
+    shape = data.get("shape", [len(data["nvec"])] if isinstance(data.get("nvec"), list) else [])
+    if isinstance(shape, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape):
+        return math.prod(shape), 1
+    return 0, 1
 
 
 def _encode_number(value: float | int) -> float | int | str:
@@ -136,6 +162,8 @@ class BoxSpec:
                 raise SpaceError(f"box {name} has shape {bound.shape}, expected {self.shape}")
         if np.any(np.isnan(self.low)) or np.any(np.isnan(self.high)):
             raise SpaceError("box bounds must not be NaN")
+        if np.any(self.low > self.high):
+            raise SpaceError("box bounds must have low <= high for every element")
 
     @classmethod
     def create(cls, low: Any, high: Any, shape: tuple[int, ...], dtype: str = "float32"):
@@ -188,10 +216,12 @@ class DiscreteSpec:
     start: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n <= 0:
-            raise SpaceError(f"discrete n must be a positive integer, found {self.n!r}")
-        if isinstance(self.start, bool) or not isinstance(self.start, int):
-            raise SpaceError(f"discrete start must be an integer, found {self.start!r}")
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or not 0 < self.n <= MAX_DISCRETE:
+            raise SpaceError(f"discrete n must be a positive integer (at most {MAX_DISCRETE}), found {short(self.n)}")
+        if isinstance(self.start, bool) or not isinstance(self.start, int) or abs(self.start) > MAX_DISCRETE:
+            raise SpaceError(
+                f"discrete start must be an integer in -{MAX_DISCRETE}..{MAX_DISCRETE}, found {short(self.start)}"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -215,9 +245,11 @@ class MultiDiscreteSpec:
     dtype: str = "int64"
 
     def __post_init__(self) -> None:
-        _int_list(self.nvec, "multi_discrete nvec", minimum=1)
-        _int_list(self.shape, "multi_discrete shape", minimum=0)
-        _int_list(self.start, "multi_discrete start")
+        _check_size(_int_list(self.shape, "multi_discrete shape", minimum=0), "multi_discrete")
+        if any(v > MAX_DISCRETE for v in _int_list(self.nvec, "multi_discrete nvec", minimum=1)):
+            raise SpaceError(f"multi_discrete nvec entries must be at most {MAX_DISCRETE}")
+        if any(abs(v) > MAX_DISCRETE for v in _int_list(self.start, "multi_discrete start")):
+            raise SpaceError(f"multi_discrete start entries must be within -{MAX_DISCRETE}..{MAX_DISCRETE}")
         if _numeric_dtype(self.dtype, "multi_discrete").kind not in "iu":
             raise SpaceError(f"multi_discrete dtype must be a numpy integer dtype, found {self.dtype!r}")
         if math.prod(self.shape) != len(self.nvec) or len(self.start) != len(self.nvec):
@@ -295,7 +327,7 @@ class DictSpec:
         for entry in entries:
             if not isinstance(entry, dict) or "key" not in entry or "space" not in entry:
                 raise SpaceError(f"dict space: each entry needs 'key' and 'space', found {entry!r}")
-            pairs.append((entry["key"], space_from_json(entry["space"])))
+            pairs.append((entry["key"], _space_from_json(entry["space"])))
         return cls(tuple(pairs))
 
 
@@ -311,7 +343,20 @@ _BY_TYPE = {
 
 
 def space_from_json(data: Any) -> SpaceSpec:
-    """Read a space spec written by ``to_json``; raise :class:`SpaceError` on anything else."""
+    """Read a space spec written by ``to_json``; raise :class:`SpaceError` on anything else.
+
+    The sizes it declares are checked against the limits before any bound is allocated.
+    """
+    elements, count = _declared_elements(data)
+    if count > 1 and elements > MAX_ELEMENTS or count > MAX_LEAVES:  # one leaf checks its own size
+        raise SpaceError(
+            f"the space declares {elements} elements in {count} leaves, over the limits of {MAX_ELEMENTS} "
+            f"elements and {MAX_LEAVES} leaves; the bundle is hostile or not a policy rlport can run"
+        )
+    return _space_from_json(data)
+
+
+def _space_from_json(data: Any) -> SpaceSpec:
     if not isinstance(data, dict):
         raise SpaceError(f"a space must be a JSON object, found {type(data).__name__}")
     kind = data.get("type")

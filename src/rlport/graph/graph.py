@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rlport.errors import GraphError
+from rlport.errors import GraphError, short
 from rlport.graph.schema import REQUIRED, op_schema
 
 __all__ = ["Node", "GraphInput", "Graph", "ROLES", "STAGES"]
@@ -56,7 +56,7 @@ def _positive_int(value: Any) -> bool:
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise GraphError(f"{what}: expected a list of non-empty names, found {value!r}")
+        raise GraphError(f"{what}: expected a list of non-empty names, found {short(value)}")
     return tuple(value)
 
 
@@ -80,9 +80,11 @@ def _same_kind(value: Any, default: Any) -> bool:
 def _check_attr(op: str, name: str, value: Any, default: Any, choices: tuple | None) -> None:
     if default is not REQUIRED and not _same_kind(value, default):
         kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(default), "a list")
-        raise GraphError(f"op {op!r}: attribute {name!r} must be {kind}, found {value!r}")
+        raise GraphError(f"op {short(op)}: attribute {short(name)} must be {kind}, found {short(value)}")
     if choices is not None and value not in choices:
-        raise GraphError(f"op {op!r}: attribute {name!r} must be one of {list(choices)}, found {value!r}")
+        raise GraphError(
+            f"op {short(op)}: attribute {short(name)} must be one of {list(choices)}, found {short(value)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,15 @@ class Node:
     @classmethod
     def from_json(cls, data: Any) -> Node:
         if not isinstance(data, dict) or not isinstance(data.get("op"), str):
-            raise GraphError(f"a graph node must be an object with an 'op' name, found {data!r}")
-        what = f"node {data['op']!r}"
+            raise GraphError(f"a graph node must be an object with an 'op' name, found {short(data)}")
+        what = f"node {short(data['op'])}"
         _known_fields(data, _NODE_FIELDS, what)
         params = data.get("params", {})
         attrs = data.get("attrs", {})
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
-            raise GraphError(f"{what}: 'params' must map roles to tensor names, found {params!r}")
+            raise GraphError(f"{what}: 'params' must map roles to tensor names, found {short(params)}")
         if not isinstance(attrs, dict):
-            raise GraphError(f"{what}: 'attrs' must be an object, found {attrs!r}")
+            raise GraphError(f"{what}: 'attrs' must be an object, found {short(attrs)}")
         return cls(
             data["op"],
             _names(data.get("inputs"), f"{what} inputs"),
@@ -133,12 +135,12 @@ class Node:
         unknown = set(self.attrs) - set(schema.attrs)
         if unknown:
             raise GraphError(
-                f"op {self.op!r} has no attribute(s) {sorted(unknown)}; it takes: {sorted(schema.attrs) or 'none'}"
+                f"op {short(self.op)} has no attribute(s) {sorted(unknown)}; it takes: {sorted(schema.attrs) or 'none'}"
             )
         merged = {**schema.attrs, **self.attrs}
         missing = [k for k, v in merged.items() if v is REQUIRED]
         if missing:
-            raise GraphError(f"op {self.op!r} needs attribute(s) {missing}")
+            raise GraphError(f"op {short(self.op)} needs attribute(s) {missing}")
         for name, value in self.attrs.items():
             _check_attr(self.op, name, value, schema.attrs[name], schema.attr_choices.get(name))
         return merged
@@ -175,38 +177,40 @@ class GraphInput:
     def check(self) -> None:
         """Raise :class:`GraphError` unless the fields make a valid input of its role."""
         if not isinstance(self.name, str) or not self.name:
-            raise GraphError(f"a graph input needs a non-empty name, found {self.name!r}")
-        where = f"graph input {self.name!r}"
+            raise GraphError(f"a graph input needs a non-empty name, found {short(self.name)}")
+        where = f"graph input {short(self.name)}"
         if self.role not in ROLES:
-            raise GraphError(f"{where}: unknown role {self.role!r}; known: {', '.join(ROLES)}")
+            raise GraphError(f"{where}: unknown role {short(self.role)}; known: {', '.join(ROLES)}")
         if self.role == "observation" and self.key is not None:
             _names(list(self.key), f"{where} key")
         if self.role == "state":
             shape = self.shape
             if not isinstance(shape, (tuple, list)) or not all(_positive_int(v) for v in shape):
-                raise GraphError(f"{where}: a state's shape must be a list of positive integers, found {shape!r}")
+                raise GraphError(f"{where}: a state's shape must be a list of positive integers, found {short(shape)}")
             if math.prod(shape) > MAX_STATE_ELEMENTS:
                 raise GraphError(f"{where}: a state of shape {shape} is larger than the limit of {MAX_STATE_ELEMENTS}")
             if not isinstance(self.output, str) or not self.output:
-                raise GraphError(f"{where}: a state input must name its 'output' value, found {self.output!r}")
+                raise GraphError(f"{where}: a state input must name its 'output' value, found {short(self.output)}")
             if not _int(self.batch_axis) or not 0 <= self.batch_axis <= len(shape):
                 raise GraphError(
-                    f"{where}: batch_axis must be an integer in 0..{len(shape)}, found {self.batch_axis!r}"
+                    f"{where}: batch_axis must be an integer in 0..{len(shape)}, found {short(self.batch_axis)}"
                 )
             if self.dtype not in ("float16", "float32", "float64"):
-                raise GraphError(f"{where}: a state's dtype must be float16, float32 or float64, found {self.dtype!r}")
+                raise GraphError(
+                    f"{where}: a state's dtype must be float16, float32 or float64, found {short(self.dtype)}"
+                )
         if self.role == "action_mask" and not _positive_int(self.size):
-            raise GraphError(f"{where}: an action mask needs a positive integer 'size', found {self.size!r}")
+            raise GraphError(f"{where}: an action mask needs a positive integer 'size', found {short(self.size)}")
 
     @classmethod
     def from_json(cls, data: Any) -> GraphInput:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            raise GraphError(f"a graph input must be an object with a 'name', found {data!r}")
-        _known_fields(data, _INPUT_FIELDS, f"graph input {data['name']!r}")
+            raise GraphError(f"a graph input must be an object with a 'name', found {short(data)}")
+        _known_fields(data, _INPUT_FIELDS, f"graph input {short(data['name'])}")
         role = data.get("role")
         key = data.get("key")
         if key is not None:
-            key = _names(key, f"graph input {data['name']!r} key")
+            key = _names(key, f"graph input {short(data['name'])} key")
         if role == "state":
             shape = data.get("shape")
             graph_input = cls(
@@ -276,24 +280,24 @@ class Graph:
         """
         defined: set[str] = set()
         if not isinstance(self.output, str) or not self.output:
-            raise GraphError(f"the graph's output must be a value name, found {self.output!r}")
+            raise GraphError(f"the graph's output must be a value name, found {short(self.output)}")
         for graph_input in self.inputs:
             graph_input.check()
             if graph_input.name in defined:
-                raise GraphError(f"graph input {graph_input.name!r} is defined twice")
+                raise GraphError(f"graph input {short(graph_input.name)} is defined twice")
             defined.add(graph_input.name)
         for role in ("episode_start", "action_mask"):
             if len(self.inputs_with_role(role)) > 1:
-                raise GraphError(f"the graph has more than one {role!r} input")
+                raise GraphError(f"the graph has more than one {short(role)} input")
         if not self.inputs_with_role("observation"):
             raise GraphError("the graph has no observation input")
         for index, node in enumerate(self.nodes()):
             self._validate_node(index, node, defined, tensor_ranks)
         if self.output not in defined:
-            raise GraphError(f"the graph's output {self.output!r} is never computed")
+            raise GraphError(f"the graph's output {short(self.output)} is never computed")
         for state in self.inputs_with_role("state"):
             if state.output not in defined:
-                raise GraphError(f"state {state.name!r}: its output {state.output!r} is never computed")
+                raise GraphError(f"state {short(state.name)}: its output {short(state.output)} is never computed")
 
     @staticmethod
     def _validate_node(index: int, node: Node, defined: set[str], ranks: Mapping[str, int]) -> None:
@@ -306,7 +310,7 @@ class Graph:
             raise GraphError(f"{where}: gives {schema.outputs} outputs, found {len(node.outputs)}")
         for name in node.inputs:
             if name not in defined:
-                raise GraphError(f"{where}: input {name!r} is used before it is defined")
+                raise GraphError(f"{where}: input {short(name)} is used before it is defined")
         try:
             attrs = node.resolved_attrs()
         except GraphError as exc:
@@ -319,15 +323,17 @@ class Graph:
             tensor = node.params.get(role)
             if tensor is None:
                 if role not in schema.optional_params:
-                    raise GraphError(f"{where}: missing parameter {role!r}")
+                    raise GraphError(f"{where}: missing parameter {short(role)}")
                 continue
             if tensor not in ranks:
-                raise GraphError(f"{where}: parameter {role!r} names tensor {tensor!r}, which the bundle lacks")
+                raise GraphError(
+                    f"{where}: parameter {short(role)} names tensor {short(tensor)}, which the bundle lacks"
+                )
             if rank is not None and ranks[tensor] != rank:
                 raise GraphError(
-                    f"{where}: parameter {role!r} ({tensor!r}) must have rank {rank}, found {ranks[tensor]}"
+                    f"{where}: parameter {short(role)} ({short(tensor)}) must have rank {rank}, found {ranks[tensor]}"
                 )
         for name in node.outputs:
             if name in defined:
-                raise GraphError(f"{where}: value {name!r} is defined twice")
+                raise GraphError(f"{where}: value {short(name)} is defined twice")
             defined.add(name)

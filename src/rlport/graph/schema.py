@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlport.errors import GraphError
+from rlport.errors import GraphError, short
 
 __all__ = ["OpSchema", "OPS", "REQUIRED", "op_schema", "lstm_params"]
 
@@ -67,7 +67,8 @@ def lstm_params(attrs: dict[str, Any]) -> dict[str, int | None]:
     layers = attrs.get("layers", 0)
     if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= MAX_LSTM_LAYERS:
         raise GraphError(
-            f"op 'lstm': attribute 'layers' must be a positive integer (at most {MAX_LSTM_LAYERS}), found {layers!r}"
+            "op 'lstm': attribute 'layers' must be a positive integer "
+            f"(at most {MAX_LSTM_LAYERS}), found {short(layers)}"
         )
     roles: dict[str, int | None] = {}
     for k in range(layers):
@@ -192,6 +193,6 @@ def op_schema(name: str) -> OpSchema:
         return OPS[name]
     except KeyError:
         raise GraphError(
-            f"unknown op {name!r}; format 1.0 supports: {', '.join(sorted(OPS))}. "
+            f"unknown op {short(name)}; format 1.0 supports: {', '.join(sorted(OPS))}. "
             "The bundle may need a newer rlport (pip install -U rlport)"
         ) from None

@@ -129,8 +129,13 @@ def _indices(x, sizes: list[int]) -> np.ndarray:
     return idx
 
 
-def _one_hot(x, *, eye):
-    return eye[_indices(x, [eye.shape[0]])]
+def _one_hot(x, *, n, eye):
+    idx = _indices(x, [n])
+    if eye is not None:
+        return eye[idx]
+    out = np.zeros((idx.shape[0], n), dtype=_F32)
+    out[np.arange(idx.shape[0]), idx] = 1.0
+    return out
 
 
 def _multi_one_hot(x, *, sizes, offsets, total):
@@ -337,8 +342,13 @@ def _prepare_normalize(params, attrs):
     return {"mean": params["mean"], "std": np.sqrt(params["var"] + attrs["epsilon"]), "clip": attrs["clip"]}
 
 
+_EYE_LIMIT = 1024
+"""Up to this many categories, one_hot indexes a precomputed identity matrix (n * n floats)."""
+
+
 def _prepare_one_hot(params, attrs):
-    return {"eye": np.eye(int(attrs["n"]), dtype=_F32)}
+    n = int(attrs["n"])
+    return {"n": n, "eye": np.eye(n, dtype=_F32) if n <= _EYE_LIMIT else None}
 
 
 def _prepare_multi_one_hot(params, attrs):

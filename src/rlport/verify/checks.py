@@ -196,23 +196,28 @@ def check_dependencies(bundle: Bundle) -> CheckResult:
     return CheckResult("dependencies", worst, measured, "same gymnasium, env package, numpy major.minor")
 
 
-def _env_or_warn(bundle: Bundle, env_spec: EnvSpec) -> tuple[Any, CheckResult | None]:
+def _env_or_warn(bundle: Bundle, env_spec: EnvSpec, env_module: str | None) -> tuple[Any, CheckResult | None]:
     from rlport.envs import make_env
 
     try:
-        return make_env(env_spec), None
+        return make_env(env_spec, env_module=env_module), None
     except (EnvError, MissingDependencyError) as exc:
         return None, CheckResult("env", WARN, "cannot create the env here", "", str(exc))
 
 
 def verify(path: str, env_id: str | None = None, env_kwargs: dict[str, Any] | None = None, episodes: int = 10,
-           seed: int = 0, progress: Any = None, fingerprint: tuple[dict, dict] | None = None) -> Report:  # fmt: skip
+           seed: int = 0, progress: Any = None, fingerprint: tuple[dict, dict] | None = None,
+           env_module: str | None = None) -> Report:  # fmt: skip
     """Run every check on the bundle at ``path`` (env checks in ``env_id`` or the bundle's env).
 
     Args:
+        env_id: an env id the user chose (a ``module:EnvName`` id typed by the user may import its module).
         fingerprint: an extra (meta, tensors) fingerprint, e.g. from ``rlport fingerprint`` on the
             source machine, replayed in the same env as the bundle's own.
+        env_module: the one module a recorded ``module:EnvName`` id may import (``rlport.envs.check_env_id``).
     """
+    if env_id is not None and ":" in env_id and env_module is None:
+        env_module = env_id.split(":", 1)[0]  # the user typed it
     report = Report()
     integrity, bundle = check_integrity(path)
     report.checks.append(integrity)
@@ -224,29 +229,31 @@ def verify(path: str, env_id: str | None = None, env_kwargs: dict[str, Any] | No
         spec = replace(spec, id=env_id)
     if env_kwargs is not None:
         spec = replace(spec, kwargs=dict(env_kwargs))
-    env, problem = _env_or_warn(bundle, spec) if spec.id else (None, CheckResult("env", WARN, "no env id", "",
-                                                                "pass --env ID"))  # fmt: skip
+    if spec.id:
+        env, problem = _env_or_warn(bundle, spec, env_module)
+    else:
+        env, problem = None, CheckResult("env", WARN, "no env id", "", "pass --env ID")
     if problem is not None:
         report.checks.append(problem)
     else:
         spaces = check_spaces(bundle, env)
         report.checks.append(spaces)
-        report.checks.append(_dynamics(bundle, spec))
+        report.checks.append(_dynamics(bundle, spec, env_module))
         if fingerprint is not None:
             from rlport.verify.fingerprint import replay_fingerprint
 
-            report.checks.append(replay_fingerprint(fingerprint[0], fingerprint[1], spec))
+            report.checks.append(replay_fingerprint(fingerprint[0], fingerprint[1], spec, env_module=env_module))
         if spaces.status != FAIL:
             report.checks.append(check_returns(bundle, env, episodes, seed, progress))
     report.checks.append(check_dependencies(bundle))
     return report
 
 
-def _dynamics(bundle: Bundle, spec: EnvSpec) -> CheckResult:
+def _dynamics(bundle: Bundle, spec: EnvSpec, env_module: str | None) -> CheckResult:
     from rlport.verify.fingerprint import replay_fingerprint
 
     meta = (bundle.verification or {}).get("fingerprint")
     if not meta or bundle.fingerprint is None:
         return CheckResult("dynamics", WARN, "no fingerprint recorded", "",
                            "export with the env available to record one")  # fmt: skip
-    return replay_fingerprint(meta, bundle.fingerprint, spec)
+    return replay_fingerprint(meta, bundle.fingerprint, spec, env_module=env_module)

@@ -38,7 +38,7 @@ def _flatten(obs: Any, space: Any, prefix: str) -> dict[str, np.ndarray]:
 
 
 def record_fingerprint(
-    env: EnvSpec, episodes: int = 3, steps: int = 100, seed: int = 0
+    env: EnvSpec, episodes: int = 3, steps: int = 100, seed: int = 0, env_module: str | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Roll out seeded random actions in ``env``; return ``(meta, tensors)`` (FORMAT.md section 9).
 
@@ -47,12 +47,15 @@ def record_fingerprint(
     sampled from the action space seeded with ``seed + e``, for ``steps`` steps or until it
     terminates or is truncated.
 
+    ``env_module`` is the one module a ``module:EnvName`` id may import (see ``rlport.envs.check_env_id``).
+
     Raises:
         EnvError, MissingDependencyError: the env cannot be created here.
+        ValueError: ``episodes`` or ``steps`` is not a positive integer.
     """
     if episodes < 1 or steps < 1:
         raise ValueError(f"episodes and steps must be >= 1, found {episodes} and {steps}")
-    gym_env = make_env(env)
+    gym_env = make_env(env, env_module=env_module)
     rows: dict[str, list[np.ndarray]] = {}
     try:
         for e in range(episodes):
@@ -154,6 +157,7 @@ def replay_fingerprint(
     env: EnvSpec | None = None,
     atol: float = 1e-6,
     rtol: float = 1e-6,
+    env_module: str | None = None,
 ) -> CheckResult:
     """Replay the recorded actions from the same seeded resets and compare observations and rewards.
 
@@ -172,7 +176,7 @@ def replay_fingerprint(
     if problem is not None:
         return _fail(problem)
     try:
-        gym_env = make_env(env)
+        gym_env = make_env(env, env_module=env_module)
     except (EnvError, MissingDependencyError) as exc:
         return CheckResult(NAME, WARN, "not run", tolerance, f"cannot create the env here: {exc}")
     try:

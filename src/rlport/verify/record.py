@@ -13,8 +13,12 @@ ENV_PACKAGES = ("box2d", "mujoco")
 """Physics packages whose versions are recorded when installed (they change what an env does)."""
 
 
-def record_verification(bundle: Bundle, fingerprint: bool = True, evaluate: int = 10, seed: int = 0) -> str | None:
+def record_verification(
+    bundle: Bundle, fingerprint: bool = True, evaluate: int = 10, seed: int = 0, env_module: str | None = None
+) -> str | None:
     """Record the fingerprint and ``evaluate`` episode returns into ``bundle`` when its env can be made.
+
+    ``env_module`` is the one module a ``module:EnvName`` id may import (``rlport.envs.check_env_id``).
 
     Returns:
         None when recorded (or nothing was asked), else why nothing was recorded.
@@ -27,13 +31,13 @@ def record_verification(bundle: Bundle, fingerprint: bool = True, evaluate: int 
     from rlport.verify.fingerprint import record_fingerprint
 
     try:
-        env = make_env(bundle.env)
+        env = make_env(bundle.env, env_module=env_module)
         check_spaces(bundle.policy(), env, exact=False)
     except (EnvError, MissingDependencyError, SpaceError) as exc:
         return f"verification records skipped: {exc}"
     verification = dict(bundle.verification or {})
     if fingerprint:
-        meta, tensors = record_fingerprint(bundle.env, seed=seed)
+        meta, tensors = record_fingerprint(bundle.env, seed=seed, env_module=env_module)
         verification["fingerprint"], bundle.fingerprint = meta, tensors
     if evaluate > 0:
         stats = run_episodes(bundle.policy(), env, evaluate, seed=seed)
