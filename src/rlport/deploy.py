@@ -10,15 +10,16 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import RlportError, UnsupportedError
+from rlport.bundle.container import remove_stale_temps, temp_path
+from rlport.errors import BundleError, RlportError, UnsupportedError
 
 __all__ = ["requirements", "pack", "BACKENDS"]
 
@@ -125,11 +126,13 @@ def pack(bundle_path: str | os.PathLike, out_dir: str | os.PathLike, backend: st
     """Write a folder that runs the bundle anywhere with ``pip install -r requirements.txt``.
 
     The folder holds the bundle (same file name), ``requirements.txt``, a vendored copy of
-    rlport's source, ``run.py`` and ``README.md``. It is built next to ``out_dir`` and renamed
-    into place; a previous pack there is replaced.
+    rlport's source, ``run.py`` and ``README.md``. It is built in a staging folder beside
+    ``out_dir`` and renamed into place: all or nothing. A previous pack there is replaced, and
+    comes back if the swap fails; staging folders of interrupted packs are removed.
 
     Raises:
-        BundleError: the bundle does not load (nothing is written).
+        BundleError: the bundle does not load, or the folder cannot be written (full disk,
+            read-only folder): nothing is written and any previous pack is left as it was.
         UnsupportedError: unknown ``backend``.
         RlportError: ``out_dir`` exists, is not empty and is not a previous pack.
 
@@ -145,20 +148,46 @@ def pack(bundle_path: str | os.PathLike, out_dir: str | os.PathLike, backend: st
             f"{out} exists and is not an empty folder or a previous rlport pack; "
             "choose another output folder or remove it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        shutil.copy2(bundle_path, staging / bundle_path.name)
-        (staging / "requirements.txt").write_text("".join(f"{line}\n" for line in lines))
-        package = Path(__file__).resolve().parent
-        shutil.copytree(package, staging / "rlport", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (staging / "run.py").write_text(_RUN_PY.replace("{BUNDLE}", repr(bundle_path.name)))
-        (staging / "README.md").write_text(_README.replace("{BUNDLE}", bundle_path.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)
+        staging = temp_path(out)
+        staging.mkdir()
+    except OSError as exc:
+        raise _pack_error(out, exc) from exc
+    try:
+        _fill(staging, bundle_path, lines)
         _swap_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    except OSError as exc:
+        raise _pack_error(out, exc) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once renamed into place
     return out
+
+
+def _fill(staging: Path, bundle_path: Path, lines: list[str]) -> None:
+    """Write the pack's files into ``staging``."""
+    shutil.copyfile(bundle_path, staging / bundle_path.name)
+    (staging / "requirements.txt").write_text("".join(f"{line}\n" for line in lines))
+    package = Path(__file__).resolve().parent
+    shutil.copytree(package, staging / "rlport", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (staging / "run.py").write_text(_RUN_PY.replace("{BUNDLE}", repr(bundle_path.name)))
+    (staging / "README.md").write_text(_README.replace("{BUNDLE}", bundle_path.name))
+
+
+def _pack_error(out: Path, exc: OSError) -> BundleError:
+    hints = {
+        errno.ENOSPC: "free some disk space and try again",
+        errno.EROFS: "the file system is read-only; choose another output folder",
+        errno.EACCES: "choose an output folder you can write to",
+        errno.EPERM: "choose an output folder you can write to",
+    }
+    hint = hints.get(exc.errno, "check the output folder and try again")
+    where = f" ({exc.filename})" if exc.filename else ""
+    return BundleError(
+        f"cannot write the pack {str(out)!r}: {exc.strerror or exc}{where}; {hint}. "
+        "Nothing was written: any previous pack there is unchanged"
+    )
 
 
 def _is_pack(folder: Path) -> bool:
@@ -166,13 +195,17 @@ def _is_pack(folder: Path) -> bool:
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; a previous ``out`` is moved aside first and comes back if that fails."""
     if not out.exists():
         staging.rename(out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    old.rmdir()
+    old = temp_path(out)
     out.rename(old)
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

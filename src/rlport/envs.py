@@ -161,6 +161,19 @@ def check_env_id(env_id: Any, env_module: str | None = None, where: str = "the b
     return env_id
 
 
+RECORDED_RENDER_MODES = (None, "rgb_array", "ansi", "rgb_array_list", "depth_array")
+"""The render modes a file may ask for: none opens a window (``"human"`` is the user's choice alone)."""
+
+
+def _check_recorded_kwargs(kwargs: dict[str, Any]) -> None:
+    mode = kwargs.get("render_mode")
+    if not (mode is None or isinstance(mode, str)) or mode not in RECORDED_RENDER_MODES:
+        raise EnvError(
+            f"the recorded env kwargs ask for render_mode {_capped(mode)}; a file may ask only for "
+            f"{', '.join(map(str, RECORDED_RENDER_MODES))}. Pass --env-kwargs (env_kwargs=) to choose yourself"
+        )
+
+
 def _capped(value: Any, limit: int = 100) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -195,16 +208,21 @@ def make_env(
         if not isinstance(env_kwargs, dict):
             raise EnvError(f"env kwargs must be a JSON object (a dict), found {_capped(env_kwargs)}")
         spec = replace(spec, kwargs=dict(env_kwargs))
+    else:
+        _check_recorded_kwargs(spec.kwargs)
     if not spec.id:
         raise EnvError("the bundle records no environment id; pass one with --env ID")
     try:
         env = gym.make(spec.id, **spec.kwargs)
     except gym.error.Error as exc:
-        raise EnvError(f"cannot create env {spec.id!r}: {exc}") from exc
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise EnvError(f"env {spec.id!r} needs a package that is not installed: {exc}") from exc
-    except (TypeError, ValueError, AssertionError) as exc:
-        raise EnvError(f"env {spec.id!r} rejected its kwargs {_capped(spec.kwargs, 300)}: {exc}") from exc
+        raise EnvError(f"cannot create env {_capped(spec.id)}: {_capped(str(exc), 300)}") from exc
+    except ImportError as exc:
+        raise EnvError(f"env {_capped(spec.id)} needs a package that is not installed: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any env constructor's refusal of its kwargs
+        raise EnvError(
+            f"env {_capped(spec.id)} rejected its kwargs {_capped(spec.kwargs, 300)}: "
+            f"{type(exc).__name__}: {_capped(str(exc), 300)}"
+        ) from exc
     if spec.max_episode_steps is not None:
         env = _time_limit(env, spec.max_episode_steps)
     for wrapper in spec.wrappers:

@@ -439,6 +439,24 @@ def test_directory_path(tmp_path):
         Bundle.load(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_special_files_are_refused_before_reading(tmp_path, kind):
+    path = {"fifo": tmp_path / "pipe.rlp", "directory": tmp_path, "device": Path("/dev/zero")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: reading it would block for ever
+    with pytest.raises(BundleError, match=r"cannot read bundle .*: it is a .*, not a regular file"):
+        Bundle.load(path)
+
+
+def test_version_with_thousands_of_digits_is_a_bundle_error(tmp_path, golden):
+    comment = parse_zip(golden)["comment"]
+    new = b"rlport-bundle 1" + b"0" * 5000 + b".0 sha256:" + _digest(comment)
+    path = tmp_path / "file.rlp"
+    path.write_bytes(golden[: len(golden) - len(comment) - 2] + struct.pack("<H", len(new)) + new)
+    with pytest.raises(BundleError, match=r"has more than 6 digits in a part; the bundle is corrupt"):
+        Bundle.load(path)
+
+
 # ---- truncation and damage --------------------------------------------------------------------------
 
 

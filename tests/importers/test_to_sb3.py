@@ -580,3 +580,58 @@ def test_exporting_a_her_model_says_how_sb3_loads_it(tmp_path):
     with pytest.warns(RlportWarning, match=r"SAC.load\(path, env=goal_env\)"):
         (path,) = export_sb3(_export(_her_model(), tmp_path), tmp_path / "her.zip")
     assert type(SAC.load(path, env=GoalEnv(), device="cpu").replay_buffer).__name__ == "HerReplayBuffer"
+
+
+MALFORMED = [
+    ("algorithm", ["PPO"], r"algorithm \['PPO'\] is not supported"),
+    ("framework", "x" * 1_000_000, "not made from a Stable-Baselines3 model"),
+    ("state_dict", "mlp_extractor", "source.state_dict must list tensor names, found mlp_extractor"),
+    ("state_dict", [["unhashable"]], "source.state_dict must list tensor names"),
+    ("vec_normalize", [1.0], "source.vec_normalize must be a dict, found a list"),
+    ("vec_normalize", {"norm_obs": "yes"}, "norm_obs must be true or false, found a str"),
+    ("vec_normalize", {"norm_obs": True, "clip_obs": "inf"}, "clip_obs must be a finite number, found 'inf'"),
+    ("vec_normalize", {"norm_obs": True, "clip_obs": float("nan")}, "clip_obs must be a finite number"),
+    ("vec_normalize", {"norm_reward": True, "ret_var": -1.0}, "ret_var must be a finite non-negative number"),
+    ("vec_normalize", {"norm_obs": True, "norm_obs_keys": "pos"}, "norm_obs_keys must list observation keys"),
+    ("hyperparameters", {"n_steps": "x" * 1_000_000}, r"cannot be built with the recorded settings .*characters"),
+]
+
+
+@pytest.mark.parametrize("field, value, message", MALFORMED, ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(MALFORMED)])
+def test_malformed_source_fields_are_refused_with_short_messages(field, value, message, tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source[field] = value
+    with pytest.raises(UnsupportedError, match=message) as caught:
+        rlport.to_sb3(bundle, env=_env(spec))
+    assert len(str(caught.value)) < 2000
+
+
+def test_normalisation_statistics_missing_or_of_another_shape_are_refused(tmp_path):
+    spec = ModelSpec("PPO")
+    venv = _vec_normalize(spec)
+    bundle = _export(make_model(spec, env=venv), tmp_path, vec_normalize=venv)
+    bundle.tensors["vecnormalize.obs.var"] = np.ones(3, np.float32)
+    with pytest.raises(UnsupportedError, match=r"vecnormalize.obs.mean / .var are missing or not of the env's"):
+        rlport.to_sb3(bundle, env=_env(spec))
+    del bundle.tensors["vecnormalize.obs.var"]
+    with pytest.raises(UnsupportedError, match=r"vecnormalize.obs.mean / .var are missing"):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+def test_a_replay_buffer_larger_than_any_machine_is_refused(tmp_path):
+    spec = ModelSpec("DQN", obs="discrete", action="discrete")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.source["hyperparameters"]["buffer_size"] = 10**15  # petabytes: numpy refuses it at once, nothing is touched
+    with pytest.raises(UnsupportedError, match=r"do not fit in memory .*buffer_size="):
+        rlport.to_sb3(bundle, env=_env(spec))
+
+
+def test_branch_layers_without_weights_are_refused(tmp_path):
+    spec = ModelSpec("PPO")
+    bundle = _export(make_model(spec), tmp_path)
+    bundle.tensors["mlp_extractor.shared_net.0.weight"] = bundle.tensors["mlp_extractor.policy_net.0.weight"]
+    bundle.tensors["mlp_extractor.policy_net.7.bias"] = np.zeros(3, np.float32)  # a layer with a bias only
+    bundle.source["state_dict"] += ["mlp_extractor.shared_net.0.weight", "mlp_extractor.policy_net.7.bias"]
+    with pytest.raises(UnsupportedError, match="mlp_extractor.policy_net layers lack a 2-d weight each"):
+        rlport.to_sb3(bundle, env=_env(spec))

@@ -38,6 +38,9 @@ __all__ = [
 
 MAX_ELEMENTS = 1 << 24
 """The most elements a space may have, all its leaves together (docs/FORMAT.md section 1)."""
+SPACE_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float16", "float32", "float64")  # fmt: skip
+"""The dtypes a box or multi_discrete space may have (every backend represents them)."""
 MAX_LEAVES = 1024
 """The most leaves (non-dict sub-spaces) a dict space may have."""
 MAX_DEPTH = 16
@@ -78,10 +81,12 @@ def _encode_number(value: float | int) -> float | int | str:
 
 
 def _decode_number(value: Any, what: str) -> float | int:
-    if value in ("inf", "-inf"):
+    if isinstance(value, str) and value in ("inf", "-inf"):
         return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpaceError(f"{what}: expected a number or 'inf'/'-inf', found {value!r}")
+        raise SpaceError(f"{what}: expected a number or 'inf'/'-inf', found {short(value)}")
+    if isinstance(value, int) and abs(value) > 2**63:
+        raise SpaceError(f"{what}: the bound {short(value)} is beyond any numpy dtype; use 'inf' or '-inf'")
     return value
 
 
@@ -128,12 +133,12 @@ def _check_size(shape: tuple[int, ...], kind: str) -> None:
 
 def _numeric_dtype(name: Any, kind: str) -> np.dtype:
     """A bool, integer or float numpy dtype, from its name."""
-    try:
-        dtype = np.dtype(name) if isinstance(name, str) else None
-    except TypeError:
-        dtype = None
-    if dtype is None or dtype.kind not in "biuf":
-        raise SpaceError(f"{kind} dtype {name!r} is not the name of a numpy bool, integer or float dtype")
+    dtype = np.dtype(name) if isinstance(name, str) and name in SPACE_DTYPES else None
+    if dtype is None:
+        raise SpaceError(
+            f"{kind} dtype {short(name)} is not the name of a numpy bool, integer or float dtype that every "
+            f"backend represents ({', '.join(SPACE_DTYPES)})"
+        )
     return dtype
 
 

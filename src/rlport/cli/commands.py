@@ -6,11 +6,11 @@ Each calls one public function of rlport and prints its result (see ``output.py`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, table
+from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, printable, table
 from rlport.errors import RlportError
 
 __all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_inspect", "cmd_run"]
@@ -72,17 +72,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rlport.envs import check_spaces, make_env, run_episodes
 
     policy = rlport.load(args.bundle, backend=args.backend, seed=args.seed, device=args.device)
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
-    env = make_env(policy.bundle.env, env_id=args.env, env_kwargs=env_kwargs)
+    env = make_env(policy.bundle.env, env_id=args.env, env_kwargs=args.env_kwargs, env_module=args.env_module)
     try:
         check_spaces(policy, env, exact=False)
     except RlportError as exc:
-        print(f"rlport run: {exc}", file=sys.stderr)
+        print(f"rlport run: {printable(str(exc))}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     try:
         check_spaces(policy, env)
     except RlportError as exc:  # same layout, other bounds or float width (an older env version)
-        print(f"rlport run: note: {exc}", file=sys.stderr)
+        print(f"rlport run: note: {printable(str(exc))}", file=sys.stderr)
     with Progress(args.episodes, "episodes") as bar:
         stats = run_episodes(
             policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic,
@@ -143,27 +142,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     """``rlport import``: convert an SB3 .zip or an RL Zoo run folder into a bundle."""
     import time
     import warnings
-    from pathlib import Path
 
+    from rlport.bundle.container import check_destination
     from rlport.errors import RlportWarning
     from rlport.importers.sb3_import import import_sb3
     from rlport.importers.zoo import import_zoo
 
     began = time.perf_counter()
     source = Path(args.source)
+    for option in ("vecnormalize", "algorithm"):
+        if source.is_dir() and getattr(args, option):
+            print(f"rlport import: --{option} is read from the run folder; drop the option", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    for path in (source, args.vecnormalize):
+        if path is not None:
+            _refuse_special_file(Path(path))
+    check_destination(Path(args.output), "the bundle")  # before the import's work, not after
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
         if source.is_dir():
-            if args.vecnormalize:
-                print("rlport import: --vecnormalize is read from the run folder; drop the option", file=sys.stderr)
-                return EXIT_BAD_INPUT
             bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
-                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate)  # fmt: skip
+                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
+                                env_module=args.env_module)  # fmt: skip
         else:
             bundle = import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, probes=args.probes,
                                 include_critic=args.include_critic, algorithm=args.algorithm,
-                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate)  # fmt: skip
+                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
+                                env_module=args.env_module)  # fmt: skip
         bundle.save(args.output)
     seconds = time.perf_counter() - began
     prov = bundle.provenance
@@ -197,10 +203,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_special_file(path: Path) -> None:
+    """Refuse a FIFO, a device or a socket before an importer opens it: reading one would block or never end."""
+    import stat
+
+    from rlport.errors import BundleError
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing or unreadable: the importer says so
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BundleError(
+            f"{str(path)!r} is not a regular file or a folder (a FIFO, a device or a socket); "
+            "pass an SB3 .zip, a vecnormalize.pkl or an RL Zoo run folder"
+        )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``rlport export``: write a bundle as ONNX or as an SB3 .zip."""
-    from pathlib import Path
-
     from rlport.bundle.bundle import Bundle
 
     if args.format == "sb3":

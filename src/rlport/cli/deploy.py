@@ -7,7 +7,6 @@ bundle what the device needs; ``verify`` checks there that the bundle behaves as
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from rlport.cli.output import EXIT_CHECK_FAILED, EXIT_OK, emit, table
@@ -21,49 +20,35 @@ def _render_checks(r: dict[str, Any]) -> str:
     return table(rows) + "\n\n" + ("OK: no check failed" if r["ok"] else "FAILED: see the FAIL rows")
 
 
-def _load_fingerprint_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    import numpy as np
-
-    from rlport.errors import BundleError
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        tensors = {
-            name: np.asarray(t["data"], dtype=t["dtype"]).reshape(t["shape"]) for name, t in data["tensors"].items()
-        }
-        return data["meta"], tensors
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path} is not a fingerprint written by `rlport fingerprint`: {exc}") from exc
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     """``rlport verify``: check that a bundle behaves here as it did at the source (``verify.checks.verify``)."""
+    from rlport.cli.fingerprint_file import load_fingerprint_file
     from rlport.cli.progress import Progress
     from rlport.verify import checks
 
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else None
-    extra = _load_fingerprint_file(args.fingerprint) if args.fingerprint else None
+    extra = load_fingerprint_file(args.fingerprint) if args.fingerprint else None
     with Progress(args.episodes, "episodes") as bar:
-        report = checks.verify(args.bundle, env_id=args.env, env_kwargs=env_kwargs, episodes=args.episodes,
+        report = checks.verify(args.bundle, env_id=args.env, env_kwargs=args.env_kwargs, episodes=args.episodes,
                                seed=args.seed, progress=lambda i, r: bar.update(note=f"return {r:.1f}"),
-                               fingerprint=extra)  # fmt: skip
+                               fingerprint=extra, env_module=args.env_module)  # fmt: skip
     emit(report.to_json(), args.json, _render_checks)
     return EXIT_CHECK_FAILED if report.failed else EXIT_OK
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> int:
-    """``rlport fingerprint``: record an env's dynamics to a JSON file (``record_fingerprint``)."""
+    """``rlport fingerprint``: record an env's dynamics to a JSON file (``record_fingerprint``), written atomically."""
+    from pathlib import Path
+
+    from rlport.bundle.container import check_destination, write_atomic
     from rlport.bundle.manifest import EnvSpec
+    from rlport.cli.fingerprint_file import encode_fingerprint
     from rlport.verify.fingerprint import record_fingerprint
 
-    env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
-    meta, tensors = record_fingerprint(EnvSpec(args.env, env_kwargs), episodes=args.episodes, steps=args.steps,
-                                       seed=args.seed)  # fmt: skip
-    encoded = {name: {"dtype": t.dtype.name, "shape": list(t.shape), "data": t.reshape(-1).tolist()}
-               for name, t in tensors.items()}  # fmt: skip
-    with open(args.output, "w", encoding="utf-8") as handle:
-        json.dump({"meta": meta, "tensors": encoded}, handle)
+    output = Path(args.output)
+    check_destination(output, "the fingerprint")  # before recording, not after
+    meta, tensors = record_fingerprint(EnvSpec(args.env, args.env_kwargs or {}), episodes=args.episodes,
+                                       steps=args.steps, seed=args.seed)  # fmt: skip
+    write_atomic(output, encode_fingerprint(meta, tensors), what="the fingerprint")
     emit({"output": args.output, **meta}, args.json, lambda r: f"fingerprint of {args.env} written to {r['output']}")
     return EXIT_OK
 

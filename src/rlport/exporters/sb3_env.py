@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError
+from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError, UnsupportedError
 
 __all__ = ["sb3_env", "spaces_only_env"]
 
 
-def sb3_env(bundle: Bundle, env: Any, cls: type) -> Any:
-    """The model's VecEnv (with the bundle's VecNormalize), or None when no env can be had."""
+def sb3_env(bundle: Bundle, env: Any, cls: type, env_module: str | None = None) -> Any:
+    """The model's VecEnv (with the bundle's VecNormalize), or None when no env can be had.
+
+    A recorded env id that would import a module the user did not name (``env_module``) is refused.
+    """
     from rlport.envs import make_env
 
     if env is None:
         try:
-            env = make_env(bundle.env)
+            env = make_env(bundle.env, env_module=env_module)
         except (EnvError, MissingDependencyError) as exc:
             warnings.warn(
                 f"the model has no env ({exc}); call model.set_env(env) before model.learn(), "
@@ -30,7 +34,7 @@ def sb3_env(bundle: Bundle, env: Any, cls: type) -> Any:
             return None
     venv = cls._wrap_env(env, verbose=0)  # SB3's own wrapping: Monitor, DummyVecEnv, channel-first images
     _check_spaces(bundle, venv)
-    settings = bundle.source.get("vec_normalize")
+    settings = _vec_normalize_settings(bundle.source.get("vec_normalize"))
     if settings and (settings.get("norm_obs") or settings.get("norm_reward")):
         venv = _vec_normalize(venv, bundle, settings)
     return venv
@@ -59,6 +63,38 @@ def _check_spaces(bundle: Bundle, venv: Any) -> None:
             )
     if spec_from_space(venv.action_space).to_json() != bundle.action_space.to_json():
         check_spaces(bundle, venv, exact=True, hint=hint)  # names the difference
+
+
+_FLAGS = ("norm_obs", "norm_reward")
+_NUMBERS = ("clip_obs", "clip_reward", "gamma", "epsilon", "ret_mean")
+_COUNTS = ("obs_count", "ret_var", "ret_count")  # numbers that cannot be negative
+
+
+def _vec_normalize_settings(settings: Any) -> dict[str, Any] | None:
+    """The bundle's ``source.vec_normalize`` once every entry has the type VecNormalize takes (None: absent)."""
+    if settings is None:
+        return None
+
+    def bad(what: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"the bundle's source.vec_normalize {what}; export the model again with its VecNormalize, "
+            "or pass env= a VecNormalize of your own"
+        )
+
+    if not isinstance(settings, dict):
+        raise bad(f"must be a dict, found a {type(settings).__name__}")
+    for key in _FLAGS:
+        if not isinstance(settings.get(key, False), bool):
+            raise bad(f"{key} must be true or false, found a {type(settings[key]).__name__}")
+    for key in _NUMBERS + _COUNTS:
+        value = settings.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if value is not None and (not number or (key in _COUNTS and value < 0)):
+            raise bad(f"{key} must be a finite{' non-negative' if key in _COUNTS else ''} number, found {value!r:.100}")
+    keys = settings.get("norm_obs_keys")
+    if keys is not None and not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise bad(f"norm_obs_keys must list observation keys, found {keys!r:.100}")
+    return settings
 
 
 def _vec_normalize(venv: Any, bundle: Bundle, settings: dict[str, Any]) -> Any:
@@ -92,18 +128,24 @@ def _observation_statistics(wrapper: Any, bundle: Bundle, settings: dict[str, An
         )
         wrapper.training = False
 
-    def stats(stem: str) -> RunningMeanStd:
-        rms = RunningMeanStd(shape=bundle.tensors[f"{stem}.mean"].shape)
-        rms.mean, rms.var = np.array(bundle.tensors[f"{stem}.mean"]), np.array(bundle.tensors[f"{stem}.var"])
+    def stats(stem: str, shape: tuple[int, ...]) -> RunningMeanStd:
+        mean, var = bundle.tensors.get(f"{stem}.mean"), bundle.tensors.get(f"{stem}.var")
+        if mean is None or var is None or np.shape(mean) != shape or np.shape(var) != shape:
+            raise UnsupportedError(
+                f"the bundle normalises observations but its {stem}.mean / .var are missing or not of the env's "
+                f"observation shape {shape}; export the model again with its VecNormalize"
+            )
+        rms = RunningMeanStd(shape=shape)
+        rms.mean, rms.var = np.array(mean), np.array(var)
         rms.count = max(count, 1e-4)
         return rms
 
     if isinstance(wrapper.obs_rms, dict):
         for key in wrapper.obs_rms:
             if f"vecnormalize.obs.{key}.mean" in bundle.tensors:
-                wrapper.obs_rms[key] = stats(f"vecnormalize.obs.{key}")
+                wrapper.obs_rms[key] = stats(f"vecnormalize.obs.{key}", np.shape(wrapper.obs_rms[key].mean))
     else:
-        wrapper.obs_rms = stats("vecnormalize.obs")
+        wrapper.obs_rms = stats("vecnormalize.obs", tuple(wrapper.observation_space.shape))
     wrapper.norm_obs = True  # the policy expects normalised observations, whatever a given wrapper said
 
 

@@ -26,7 +26,13 @@ def weights_of(bundle: Bundle) -> tuple[dict[str, np.ndarray], dict[str, list[in
     vf=shared + vf)``): every action and value is the same; training then updates the copies apart.
     ``None`` for ``net_arch`` when nothing was shared.
     """
-    tensors = {n: bundle.tensors[n] for n in bundle.source.get("state_dict") or [] if n in bundle.tensors}
+    names = bundle.source.get("state_dict") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UnsupportedError(
+            f"the bundle's source.state_dict must list tensor names, found {_shown(names)}; "
+            "export the model again with rlport.from_sb3"
+        )
+    tensors = {n: bundle.tensors[n] for n in names if n in bundle.tensors}
     shared = {int(m.group(1)): m for n in tensors if (m := _SHARED.fullmatch(n))}
     if not shared:
         return tensors, None
@@ -43,7 +49,12 @@ def weights_of(bundle: Bundle) -> tuple[dict[str, np.ndarray], dict[str, list[in
 
     def widths(branch: str) -> list[int]:
         layers = sorted(int(m.group(2)) for n in out if (m := _BRANCH.fullmatch(n)) and m.group(1) == branch)
-        return [int(out[f"mlp_extractor.{branch}.{i}.weight"].shape[0]) for i in dict.fromkeys(layers)]
+        weights = [out.get(f"mlp_extractor.{branch}.{i}.weight") for i in dict.fromkeys(layers)]
+        if any(w is None or np.ndim(w) != 2 for w in weights):
+            raise UnsupportedError(
+                f"the bundle's mlp_extractor.{branch} layers lack a 2-d weight each; export the model again"
+            )
+        return [int(w.shape[0]) for w in weights]
 
     return out, {"pi": widths("policy_net"), "vf": widths("value_net")}
 
@@ -81,12 +92,12 @@ def load_weights(model: Any, tensors: dict[str, np.ndarray], includes_critic: bo
 def _check_fit(model: Any, tensors: dict[str, np.ndarray], target: dict[str, Any]) -> None:
     unexpected = [n for n in tensors if n not in target]
     shapes = [
-        f"{n} {v.shape} vs {tuple(target[n].shape)}"
+        f"{_shown(n)} {v.shape} vs {tuple(target[n].shape)}"
         for n, v in tensors.items()
         if n in target and tuple(v.shape) != tuple(target[n].shape)
     ]
     if unexpected or shapes:
-        found = (f"names it does not have: {', '.join(unexpected[:5])}" if unexpected else "") + (
+        found = (f"names it does not have: {', '.join(_shown(n) for n in unexpected[:5])}" if unexpected else "") + (
             f"{'; ' if unexpected else ''}other shapes: {', '.join(shapes[:5])}" if shapes else ""
         )
         raise UnsupportedError(f"the bundle's weights do not fit {_described(model)}: {found}")
@@ -152,7 +163,7 @@ def load_variables(model: Any, bundle: Bundle) -> list[str]:
     names = bundle.source.get("variables") or []
     if not isinstance(names, list) or not all(isinstance(n, str) and VARIABLE_NAME.fullmatch(n) for n in names):
         raise UnsupportedError(
-            f"the bundle's source.variables must list attribute names such as 'log_ent_coef', found {names!r}; "
+            f"the bundle's source.variables must list attribute names such as 'log_ent_coef', found {_shown(names)}; "
             "export the model again with rlport.from_sb3"
         )
     restored = []
@@ -168,3 +179,9 @@ def load_variables(model: Any, bundle: Bundle) -> list[str]:
             target.copy_(torch.as_tensor(np.asarray(value)))
         restored.append(name)
     return restored
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """A name (as is) or other value (its repr) from the bundle, cut to about ``limit`` characters for a message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

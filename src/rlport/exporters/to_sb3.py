@@ -28,6 +28,14 @@ from rlport.bundle.bundle import Bundle
 from rlport.errors import MissingDependencyError, RlportWarning, UnsupportedError
 from rlport.exporters.sb3_env import sb3_env, spaces_only_env
 from rlport.exporters.sb3_weights import load_variables, load_weights, weights_of
+from rlport.importers.sb3_classes import (
+    CLASSES,
+    ROLE_BASES,
+    check_class_name,
+    check_recorded_classes,
+    hint_for,
+    is_class_key,
+)
 
 __all__ = ["to_sb3", "export_sb3", "ALGORITHMS"]
 
@@ -46,8 +54,7 @@ ALGORITHMS = {
     "MaskablePPO": "sb3_contrib",
     "RecurrentPPO": "sb3_contrib",
 }
-# classes a bundle may name (policy class, activation, features extractor, optimizer); nothing else is imported
-_IMPORTABLE = ("stable_baselines3.", "sb3_contrib.", "torch.nn.", "torch.optim.")
+_SOURCE = "the bundle's source"
 _NOT_ARGUMENTS = frozenset({"self", "policy", "env", "device", "policy_kwargs", "use_sde", "_init_setup_model"})
 
 
@@ -59,6 +66,7 @@ def to_sb3(
     device: str = "auto",
     allow_missing_critic: bool = False,
     policy_kwargs: dict[str, Any] | None = None,
+    env_module: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """Rebuild the SB3 / sb3-contrib model a bundle was exported from, with its weights loaded.
@@ -75,6 +83,8 @@ def to_sb3(
         allow_missing_critic: for bundles exported without ``include_critic=True``: build the
             model anyway, with value / Q networks freshly initialised (actions still match).
         policy_kwargs: entries that replace the recorded ``policy_kwargs`` (a custom class, say).
+        env_module: the one module a recorded ``module:EnvName`` env id may import
+            (see :func:`rlport.envs.check_env_id`); other such ids are refused with ``UnsafeFileError``.
         **kwargs: algorithm arguments that replace the recorded hyperparameters (``buffer_size=``...).
 
     Returns:
@@ -96,26 +106,35 @@ def to_sb3(
     source = bundle.source
     if source.get("framework") != "stable-baselines3":
         raise UnsupportedError(
-            f"this bundle was not made from a Stable-Baselines3 model (source framework: {source.get('framework')!r}); "
-            "to_sb3 needs one exported by rlport.from_sb3 or imported by rlport import"
+            "this bundle was not made from a Stable-Baselines3 model (source framework: "
+            f"{_capped(repr(source.get('framework')))}); to_sb3 needs one exported by rlport.from_sb3 or imported "
+            "by rlport import"
         )
+    _check_classes(source, policy_kwargs or {}, kwargs)  # every recorded class name, before anything is imported
     cls = _algorithm_class(algorithm or source.get("algorithm"))
+    policy = _policy_class(source.get("policy_class"))
     tensors, net_arch = weights_of(bundle)
     model_kwargs, use_sde = _policy_kwargs(source.get("policy_kwargs") or {}, source, policy_kwargs or {})
+    _check_sizes(source.get("policy_kwargs") or {}, policy_kwargs or {}, bundle)
     if net_arch is not None and "net_arch" not in (policy_kwargs or {}):
         model_kwargs["net_arch"] = net_arch
-    venv = sb3_env(bundle, env, cls)
+    venv = sb3_env(bundle, env, cls, env_module)
     recorded = _recorded_classes(source.get("hyperparameters") or {}, kwargs, venv is not None)
     arguments = _arguments(cls, {**recorded, **kwargs}, bundle, venv is not None)
     if "use_sde" in inspect.signature(cls.__init__).parameters:
         arguments["use_sde"] = use_sde
     try:
-        model = _build(cls, source, venv, device, model_kwargs, arguments, bundle)
-    except (TypeError, ValueError, AssertionError, KeyError, AttributeError) as exc:
+        model = _build(cls, policy, venv, device, model_kwargs, arguments, bundle)
+    except MemoryError as exc:  # numpy refuses a buffer (buffer_size, n_steps) larger than this machine can hold
+        raise UnsupportedError(
+            f"{cls.__name__}'s buffers for the recorded settings do not fit in memory ({_capped(exc)}); pass smaller "
+            "ones to to_sb3 (buffer_size=, n_steps=)"
+        ) from exc
+    except (TypeError, ValueError, AssertionError, KeyError, AttributeError, OverflowError) as exc:
         raise UnsupportedError(
             f"{cls.__name__} of this stable-baselines3 cannot be built with the recorded settings "
-            f"(policy_kwargs={model_kwargs}, {arguments}): {type(exc).__name__}: {exc}; pass the offending "
-            "argument to to_sb3 (policy_kwargs= or a keyword)"
+            f"(policy_kwargs={_capped(model_kwargs)}, {_capped(arguments)}): {type(exc).__name__}: {_capped(exc)}; "
+            "pass the offending argument to to_sb3 (policy_kwargs= or a keyword)"
         ) from exc
     load_weights(model, tensors, bool(source.get("includes_critic")), allow_missing_critic)
     load_variables(model, bundle)
@@ -139,12 +158,12 @@ def export_sb3(
         allow_missing_critic: see :func:`to_sb3`.
 
     Returns:
-        The paths written. Both files are complete before either is written; each appears atomically.
+        The paths written. Both files appear together or neither does (a failure restores what was there).
 
     Example:
         >>> export_sb3("walker.rlp", "walker.zip")    # then PPO.load("walker.zip")   # doctest: +SKIP
     """
-    from rlport.bundle.container import write_atomic
+    from rlport.bundle.container import write_atomic_group
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     model = to_sb3(bundle, spaces_only_env(bundle), device="cpu", allow_missing_critic=allow_missing_critic)
@@ -161,17 +180,16 @@ def export_sb3(
     if wrapper is not None:
         target = Path(vecnormalize) if vecnormalize is not None else Path(path).parent / "vecnormalize.pkl"
         outputs.append((target, pickle.dumps(wrapper), "the VecNormalize statistics"))  # VecNormalize.save's format
-    for target, data, what in outputs:
-        write_atomic(target, data, what=what)
+    write_atomic_group(outputs)  # all or nothing: never a model without its statistics
     return [target for target, _, _ in outputs]
 
 
 def _build(
-    cls: type, source: dict, venv: Any, device: str, policy_kwargs: dict, arguments: dict, bundle: Bundle
+    cls: type, policy: type, venv: Any, device: str, policy_kwargs: dict, arguments: dict, bundle: Bundle
 ) -> Any:
     """A fresh model, set up the way ``ALGO.load`` sets one up (without an env when there is none)."""
     model = cls(
-        _import(source.get("policy_class") or "", "policy_class"),
+        policy,
         venv,
         device=device,
         policy_kwargs=policy_kwargs,
@@ -188,8 +206,8 @@ def _build(
     return model
 
 
-def _algorithm_class(name: str | None) -> type:
-    if name not in ALGORITHMS:
+def _algorithm_class(name: Any) -> type:
+    if not isinstance(name, str) or name not in ALGORITHMS:
         known = ", ".join(ALGORITHMS)
         if name is None:
             raise UnsupportedError(
@@ -197,7 +215,7 @@ def _algorithm_class(name: str | None) -> type:
                 f"pass algorithm= (one of {known})"
             )
         raise UnsupportedError(
-            f"algorithm {name!r} is not supported by to_sb3 (supported: {known}); "
+            f"algorithm {_capped(repr(name))} is not supported by to_sb3 (supported: {known}); "
             "for a subclass of one of them, pass algorithm= its base and build yours from the result"
         )
     package = ALGORITHMS[name]
@@ -217,8 +235,8 @@ def _recorded_classes(settings: dict[str, Any], given: dict[str, Any], has_env: 
     without an env (SB3 cannot build one) is dropped with a warning that says to pass ``env=``.
     """
     settings = dict(settings)
-    for key in [k for k, v in settings.items() if k.endswith("_class") and isinstance(v, str) and k not in given]:
-        cls = _import(settings[key], key, hint=f"to_sb3(bundle, {key}=YourClass)")
+    for key in [k for k, v in settings.items() if is_class_key(k) and v is not None and k not in given]:
+        cls = _class(settings[key], key, hint=f"Pass the class yourself: to_sb3(bundle, {key}=YourClass)")
         if not has_env and cls.__name__ == "HerReplayBuffer":
             warnings.warn(
                 f"the bundle was trained with {settings[key]}, which SB3 builds only with an env; the model "
@@ -240,47 +258,82 @@ def _fitted_kwargs(cls: type, kwargs: dict[str, Any], key: str) -> dict[str, Any
     parameters = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return dict(kwargs)
-    dropped = sorted(set(kwargs) - set(parameters))
+    dropped = sorted(str(k) for k in set(kwargs) - set(parameters))
     if dropped:
         warnings.warn(
-            f"{key}: {', '.join(dropped)} dropped, {cls.__name__} of this stable-baselines3 no longer takes them",
+            f"{key}: {_capped(', '.join(dropped))} dropped, {cls.__name__} of this stable-baselines3 no longer "
+            "takes them",
             RlportWarning,
             stacklevel=4,
         )
     return {k: v for k, v in kwargs.items() if k in parameters}
 
 
-def _import(name: str, key: str, hint: str | None = None) -> Any:
-    """The class ``name`` (``"module.Qual.Name"``) from torch / SB3 / sb3-contrib; nothing else is imported."""
-    if not name.startswith(_IMPORTABLE):
+def _check_classes(source: dict[str, Any], given_kwargs: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse, by name and before any import, every recorded class the caller does not pass instead."""
+
+    def recorded(section: Any, passed: dict[str, Any]) -> Any:
+        return {k: v for k, v in section.items() if k not in passed} if isinstance(section, dict) else section
+
+    policy_kwargs = recorded(source.get("policy_kwargs"), given_kwargs)
+    hyperparameters = recorded(source.get("hyperparameters"), given)
+    check_recorded_classes(policy_kwargs, hyperparameters, source.get("policy_class"), _SOURCE)
+
+
+def _policy_class(name: Any) -> type:
+    if name is None:
         raise UnsupportedError(
-            f"{key} is {name or 'not recorded'}, which is not part of torch, stable-baselines3 or sb3-contrib; "
-            "rlport imports only those. Pass the class yourself: "
-            + (hint or f"to_sb3(bundle, policy_kwargs={{{key!r}: YourClass}})")
+            f"{_SOURCE} does not record its policy class (source.policy_class); export the model again with "
+            "rlport.from_sb3 or import its SB3 file with rlport.import_sb3"
         )
-    parts = name.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[split:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            break
-        return obj
-    raise UnsupportedError(f"{key} {name} does not exist in the installed torch / stable-baselines3 / sb3-contrib")
+    return _class(name, "policy_class")
 
 
-def _resolve(value: Any, key: str) -> Any:
+def _class(name: Any, key: str, hint: str | None = None) -> type:
+    """The class ``name`` when the table lists it for ``key``'s role: refused by name before any import.
+
+    Only the module part of the table entry is imported, the class is one attribute of it, and it
+    must be a class of the role's base (``torch.nn.Module`` for an activation...).
+    """
+    name = check_class_name(name, key, _SOURCE, hint)
+    cls = _load(name, key)
+    base = _load(ROLE_BASES[CLASSES[name]], key)
+    if cls is None:
+        raise UnsupportedError(
+            f"{key} {name} does not exist in the installed torch / stable-baselines3 / sb3-contrib; "
+            + (hint or hint_for(key))
+        )
+    if not inspect.isclass(cls) or base is None or not issubclass(cls, base):
+        raise UnsupportedError(
+            f"{key} {name} is a {type(cls).__name__} here, not a subclass of {ROLE_BASES[CLASSES[name]]}; "
+            "rlport refuses it (please report this)"
+        )
+    return cls
+
+
+def _load(name: str, key: str) -> Any:
+    """``module.Name`` of the table: one import of the module part, one ``getattr``; None when either is missing."""
+    module_name, _, attr = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        package = module_name.split(".")[0]
+        if getattr(exc, "name", None) == package:
+            raise MissingDependencyError(
+                f'{key} {name} needs {package.replace("_", "-")}; pip install "rlport[sb3]"'
+            ) from exc
+        return None
+    return getattr(module, attr, None)
+
+
+def _resolve(value: Any, key: Any) -> Any:
     """Class names back to classes, for keys that hold classes (``activation_fn``, ``*_class``)."""
+    if is_class_key(key):
+        return None if value is None else _class(value, key)
     if isinstance(value, dict):
         return {k: _resolve(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, key) for v in value]
-    if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class")):
-        return _import(value, key)
+        return [_resolve(v, None) for v in value]
     return value
 
 
@@ -293,6 +346,43 @@ def _policy_kwargs(recorded: dict[str, Any], source: dict[str, Any], given: dict
     if isinstance(net_arch, list) and net_arch and isinstance(net_arch[0], dict):
         kwargs["net_arch"] = net_arch[0]  # SB3 < 1.8's [dict(pi=..., vf=...)], converted as SB3.load does
     return kwargs, use_sde
+
+
+_SIZE_KEYS = frozenset({"net_arch", "features_dim", "cnn_output_dim", "n_quantiles", "lstm_hidden_size"})
+"""Recorded ``policy_kwargs`` entries (at any depth) that set layer sizes of the model SB3 builds."""
+_COUNT_KEYS = frozenset({"n_critics", "n_lstm_layers"})
+"""Recorded ``policy_kwargs`` entries that set how many networks or layers SB3 builds."""
+MAX_RECORDED_COUNT = 64
+"""The most critics or LSTM layers a bundle's recorded settings may ask SB3 to build."""
+
+
+def _check_sizes(recorded: dict[str, Any], given: dict[str, Any], bundle: Bundle) -> None:
+    """Recorded layer sizes must be of the bundle's own scale (at most 4x its widest tensor, or 4096).
+
+    The critic a bundle does not keep is built from these numbers: a crafted ``net_arch`` of
+    ``[10**12]`` would have torch allocate terabytes. Settings the caller passes are theirs.
+    """
+    widest = max((max(t.shape, default=1) for t in bundle.tensors.values()), default=1)
+    limit = max(4 * widest, 4096)
+
+    def walk(value: Any, key: str, depth: int = 0) -> None:
+        if depth > 16:
+            raise UnsupportedError("the recorded policy_kwargs nest more than 16 levels deep")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k) if k not in ("pi", "vf", "qf") else key, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, key, depth + 1)
+        elif isinstance(value, int) and not isinstance(value, bool) and key in _SIZE_KEYS | _COUNT_KEYS:
+            top = MAX_RECORDED_COUNT if key in _COUNT_KEYS else limit
+            if not 0 <= value <= top:
+                raise UnsupportedError(
+                    f"the recorded policy_kwargs {key} asks for {_capped(value)}, outside 0..{top}, what this "
+                    f"bundle's scale allows; pass policy_kwargs={{{key!r}: ...}} to to_sb3 yourself"
+                )
+
+    walk({k: v for k, v in recorded.items() if k not in given}, "")
 
 
 def _arguments(cls: type, settings: dict[str, Any], bundle: Bundle, has_env: bool) -> dict[str, Any]:
@@ -310,3 +400,9 @@ def _arguments(cls: type, settings: dict[str, Any], bundle: Bundle, has_env: boo
         shape = bundle.action_space.shape  # SB3 reads "auto" off the env's action space
         arguments["target_entropy"] = -float(np.prod(shape))
     return arguments
+
+
+def _capped(value: Any, limit: int = 300) -> str:
+    """``str`` of a recorded value (a string as is, else its repr) cut to ``limit`` characters for a message."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
