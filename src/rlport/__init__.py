@@ -27,6 +27,7 @@ from rlport.errors import (
     MissingDependencyError,
     ObservationError,
     RlportError,
+    RlportWarning,
     SpaceError,
     UnsafeFileError,
     UnsupportedError,
@@ -53,6 +54,7 @@ __all__ = [
     "EnvError",
     "UnsafeFileError",
     "ActionError",
+    "RlportWarning",
     "__version__",
 ]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rlport.bundle.manifest import EnvSpec, WrapperSpec
-from rlport.errors import EnvError, MissingDependencyError, SpaceError, UnsafeFileError
+from rlport.errors import EnvError, MissingDependencyError, SpaceError, UnsafeFileError, short
 
 __all__ = ["make_env", "check_env_id", "check_spaces", "run_episodes", "EpisodeStats", "MAX_ENV_ID_LENGTH"]
 
@@ -148,15 +148,15 @@ def check_env_id(env_id: Any, env_module: str | None = None, where: str = "the b
     """
     if not isinstance(env_id, str) or not env_id or len(env_id) > MAX_ENV_ID_LENGTH or not env_id.isprintable():
         raise UnsafeFileError(
-            f"{where}: the env id {_capped(env_id)} is not a printable string of 1 to {MAX_ENV_ID_LENGTH} characters"
+            f"{where}: the env id {short(env_id)} is not a printable string of 1 to {MAX_ENV_ID_LENGTH} characters"
         )
     if ":" in env_id:
         module = env_id.split(":", 1)[0]
         if env_module is None or module != env_module:
             raise UnsafeFileError(
-                f"{where}: the env id {_capped(env_id)} would make gymnasium import the module {_capped(module)}; "
+                f"{where}: the env id {short(env_id)} would make gymnasium import the module {short(module)}; "
                 "ids from files never import modules. If you trust that module, name it: "
-                f"--env-module {_capped(module, 60)[1:-1]} (env_module={_capped(module, 60)} in Python)"
+                f"--env-module {short(module, 60)[1:-1]} (env_module={short(module, 60)} in Python)"
             )
     return env_id
 
@@ -169,14 +169,9 @@ def _check_recorded_kwargs(kwargs: dict[str, Any]) -> None:
     mode = kwargs.get("render_mode")
     if not (mode is None or isinstance(mode, str)) or mode not in RECORDED_RENDER_MODES:
         raise EnvError(
-            f"the recorded env kwargs ask for render_mode {_capped(mode)}; a file may ask only for "
+            f"the recorded env kwargs ask for render_mode {short(mode)}; a file may ask only for "
             f"{', '.join(map(str, RECORDED_RENDER_MODES))}. Pass --env-kwargs (env_kwargs=) to choose yourself"
         )
-
-
-def _capped(value: Any, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def make_env(
@@ -200,13 +195,13 @@ def make_env(
     gym = _gymnasium()
     if env_id is not None:
         if not isinstance(env_id, str) or not env_id:
-            raise EnvError(f"the env id must be a non-empty string, found {_capped(env_id)}")
+            raise EnvError(f"the env id must be a non-empty string, found {short(env_id)}")
         spec = replace(spec, id=env_id)
     elif spec.id:
         check_env_id(spec.id, env_module)
     if env_kwargs is not None:
         if not isinstance(env_kwargs, dict):
-            raise EnvError(f"env kwargs must be a JSON object (a dict), found {_capped(env_kwargs)}")
+            raise EnvError(f"env kwargs must be a JSON object (a dict), found {short(env_kwargs)}")
         spec = replace(spec, kwargs=dict(env_kwargs))
     else:
         _check_recorded_kwargs(spec.kwargs)
@@ -215,13 +210,13 @@ def make_env(
     try:
         env = gym.make(spec.id, **spec.kwargs)
     except gym.error.Error as exc:
-        raise EnvError(f"cannot create env {_capped(spec.id)}: {_capped(str(exc), 300)}") from exc
+        raise EnvError(f"cannot create env {short(spec.id)}: {short(str(exc), 300)}") from exc
     except ImportError as exc:
-        raise EnvError(f"env {_capped(spec.id)} needs a package that is not installed: {exc}") from exc
+        raise EnvError(f"env {short(spec.id)} needs a package that is not installed: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any env constructor's refusal of its kwargs
         raise EnvError(
-            f"env {_capped(spec.id)} rejected its kwargs {_capped(spec.kwargs, 300)}: "
-            f"{type(exc).__name__}: {_capped(str(exc), 300)}"
+            f"env {short(spec.id)} rejected its kwargs {short(spec.kwargs, 300)}: "
+            f"{type(exc).__name__}: {short(str(exc), 300)}"
         ) from exc
     if spec.max_episode_steps is not None:
         env = _time_limit(env, spec.max_episode_steps)

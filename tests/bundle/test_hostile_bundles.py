@@ -347,8 +347,9 @@ def test_run_and_verify_refuse_a_module_env_id(make_bundle, crafter, marker_modu
 
 def test_to_sb3_refuses_a_module_env_id_unless_named(tmp_path, marker_module):
     pytest.importorskip("stable_baselines3")
-    import rlport
     from stable_baselines3 import PPO
+
+    import rlport
 
     name, marker = marker_module
     bundle = rlport.from_sb3(PPO("MlpPolicy", "CartPole-v1", n_steps=64), env_id="CartPole-v1",

@@ -186,3 +186,37 @@ def test_a_renamed_env_whose_spaces_differ_is_a_clear_error(tmp_path):
         rlport.EnvError, match=r"LunarLander-v2 was renamed LunarLander-v3, but the spaces differ.*shape"
     ):
         rlport.import_zoo(run)
+
+
+def _policy_kwargs_as_text(saved: Path, **entries: str) -> None:
+    """Rewrite ``data["policy_kwargs"]`` as plain JSON with class names as SB3 shows them (``<class '...'>``)."""
+    with zipfile.ZipFile(saved) as archive:
+        data = json.loads(archive.read("data"))
+    plain = {k: v for k, v in data["policy_kwargs"].items() if not k.startswith(":")}  # net_arch ...
+    data["policy_kwargs"] = {**plain, **{key: f"<class '{name}'>" for key, name in entries.items()}}
+    _rewrite(saved, data=json.dumps(data).encode())
+
+
+def test_a_policy_class_name_outside_the_table_is_refused_at_import(saved):
+    # resolves (by attributes) to torch's own Tanh; no real SB3 file names it so, and to_sb3 would follow it
+    _policy_kwargs_as_text(saved, activation_fn="stable_baselines3.common.save_util.th.nn.Tanh")
+    with pytest.raises(rlport.UnsupportedError, match="stable_baselines3.common.save_util.th.nn.Tanh"):
+        rlport.import_sb3(saved, probes=0, fingerprint=False)
+
+
+def test_a_training_class_outside_the_table_is_set_aside_at_import_and_asked_for_by_to_sb3(saved, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    import torch
+
+    _policy_kwargs_as_text(saved, activation_fn="torch.nn.modules.activation.Tanh",
+                           optimizer_class="stable_baselines3.common.save_util.os.system")  # fmt: skip
+    with pytest.warns(rlport.RlportWarning, match="optimizer_class=stable_baselines3.common.save_util.os.system"):
+        bundle = rlport.import_sb3(saved, probes=0, fingerprint=False)
+    assert "optimizer_class" not in bundle.source["policy_kwargs"]
+    assert bundle.source["refused_classes"] == {"optimizer_class": "stable_baselines3.common.save_util.os.system"}
+    bundle.save(tmp_path / "b.rlp")
+    with pytest.raises(rlport.UnsupportedError, match=r"policy_kwargs=\{'optimizer_class': YourClass\}"):
+        rlport.to_sb3(tmp_path / "b.rlp", allow_missing_critic=True)
+    model = rlport.to_sb3(tmp_path / "b.rlp", allow_missing_critic=True,
+                          policy_kwargs={"optimizer_class": torch.optim.SGD})  # fmt: skip
+    assert isinstance(model.policy.optimizer, torch.optim.SGD)

@@ -174,6 +174,50 @@ def test_array_with_wrong_byte_count_is_corrupt():
         safe_pickle.loads(payload, what="t")
 
 
+def _doubling(levels: int) -> list:
+    """Each level holds the one below twice: pickled once a level (the memo), 2 ** levels items when walked."""
+    value: list = ["lol"]
+    for _ in range(levels):
+        value = [value, value]
+    return value
+
+
+def _self_containing() -> list:
+    value: list = []
+    value.append(value)
+    return value
+
+
+def _nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        (_doubling(21), "expands to more than 1048576 items"),  # 4 million: about 100 MiB if this ever failed
+        ({"spaces": {"a": _doubling(21)}}, "expands to more than"),
+        (Reduce(collections.OrderedDict, ([("k", _doubling(21))],)), "expands to more than"),
+        (_self_containing(), "contains itself"),
+        (_nested(40), "nested more than 32 levels"),
+        ([np.zeros(3)] * 1000, None),  # arrays are leaves; a thousand shared references are fine
+    ],
+    ids=["doubling-list", "doubling-in-dict", "doubling-in-ordered-dict", "cycle", "deep", "shared-arrays"],
+)
+def test_values_that_expand_or_nest_without_end_are_refused(obj, message):
+    for protocol in (2, pickle.HIGHEST_PROTOCOL):
+        data = pickle.dumps(obj, protocol)
+        assert len(data) < 20_000
+        if message is None:
+            assert len(safe_pickle.loads(data, what="t")) == 1000
+            continue
+        with pytest.raises(BundleError, match=message):
+            safe_pickle.loads(data, what="t")
+
+
 def test_truncated_pickles_are_bundle_errors():
     data = pickle.dumps({"a": np.arange(5.0), "b": [1, 2, (3, "x")]}, protocol=2)
     for end in range(len(data) - 1):

@@ -312,6 +312,83 @@ def test_damaged_tensors_are_bundle_errors(tensor, storages, message):
         read_torch_file(handmade_zip(tensors, storages), what="t")
 
 
+def test_stride_0_views_are_bounded_by_the_file_size():
+    """A 4-byte storage viewed as 12 MiB four times: each under the per-tensor limit, together over the budget."""
+    storage = StorageRef("0", 1)
+    tensors = {f"w{i}": TensorRef(storage, 0, (3 << 20,), (0,)) for i in range(4)}
+    data = handmade_zip(tensors, {"0": FOUR[:4]})
+    assert len(data) < 1024
+    with pytest.raises(BundleError, match=r"'w1' would need 12582912 bytes, over the 4194304 this file may still"):
+        read_torch_file(data, what="t")
+
+
+@pytest.mark.parametrize(
+    "offset, size, stride, message",
+    [
+        (0, (1,) * 40, (0,) * 40, "at most 32 dimensions"),
+        (0, (0, 10**30), (1, 1), "dimensions of 0 to"),
+        (0, (2,), (2**70,), "reaches past"),
+        (0, (2, 2), (1, -(2**70)), "reaches past"),
+        (2**70, (1,), (1,), "reaches past"),
+        (-(2**70), (1,), (1,), "reaches past"),
+    ],
+    ids=["40-dims", "huge-empty", "huge-stride", "huge-negative-stride", "huge-offset", "huge-negative-offset"],
+)
+def test_hostile_sizes_strides_and_offsets(offset, size, stride, message):
+    data = handmade_zip({"a": TensorRef(StorageRef("0", 4), offset, size, stride)}, {"0": FOUR})
+    with pytest.raises(BundleError, match=message):
+        read_torch_file(data, what="t")
+
+
+def test_a_huge_stride_on_a_size_1_dimension_is_never_followed():
+    data = handmade_zip({"a": TensorRef(StorageRef("0", 4), 1, (1, 3), (2**70, 1))}, {"0": FOUR})
+    np.testing.assert_array_equal(read_torch_file(data, what="t")["a"], [[1, 2, 3]])
+
+
+def test_a_deflated_storage_bomb_is_refused_before_inflating():
+    """256 MiB of zeros deflated into about 1 MiB: over what a file of that size may expand to."""
+    numel = 1 << 26
+    pickled, out = io.BytesIO(), io.BytesIO()
+    TorchPickler(pickled, protocol=2).dump({"a": TensorRef(StorageRef("0", numel), 0, (numel,), (1,))})
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("archive/data.pkl", pickled.getvalue())
+        with archive.open("archive/data/0", "w") as member:
+            for _ in range(16):
+                member.write(bytes(16 << 20))
+    with pytest.raises(BundleError, match=r"claim 268435\d+ uncompressed bytes, more than the 67108864"):
+        read_torch_file(out.getvalue(), what="t")
+
+
+def test_too_many_tensors_are_refused():
+    shared = TensorRef(StorageRef("0", 4), 0, (4,), (1,))  # one pickled tensor, named 65537 times (the memo)
+    data = handmade_zip({f"t{i}": shared for i in range(65537)}, {"0": FOUR})
+    with pytest.raises(BundleError, match="65537 tensors, more than 65536"):
+        read_torch_file(data, what="t")
+
+
+class ViewPickler(pickle.Pickler):
+    """torch's legacy persistent ids with a chosen storage view (key, offset, size)."""
+
+    def __init__(self, file, view):
+        super().__init__(file, protocol=2)
+        self.view = view
+
+    def persistent_id(self, obj):
+        if isinstance(obj, StorageRef):
+            return ("storage", obj.storage_type, "root", obj.location, obj.numel, self.view)
+        return None
+
+
+@pytest.mark.parametrize("view", [("v", -1, 2), ("v", 3, 5), ("v", 0, -1), ("v", 2**70, 1)])
+def test_legacy_storage_views_outside_their_storage(view):
+    parts = legacy_parts(save({"w": torch.ones(3)}, zip_format=False))
+    main = io.BytesIO()
+    ViewPickler(main, view).dump({"v": TensorRef(StorageRef("root", 4), 0, (1,), (1,))})
+    data = b"".join(parts[:3]) + main.getvalue() + pickle.dumps(["root"], 2) + struct.pack("<q", 4) + FOUR
+    with pytest.raises(BundleError, match="outside its storage"):
+        read_torch_file(data, what="t")
+
+
 def test_one_storage_with_two_dtypes_is_refused():
     tensors = {"a": TensorRef(StorageRef("0", 4), 0, (4,), (1,)),
                "b": TensorRef(StorageRef("0", 2, storage_type=torch.DoubleStorage), 0, (2,), (1,))}  # fmt: skip

@@ -46,8 +46,9 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
     output = Path(args.output)
     check_destination(output, "the fingerprint")  # before recording, not after
+    typed_module = args.env.split(":", 1)[0] if ":" in args.env else None  # the user typed the id: theirs
     meta, tensors = record_fingerprint(EnvSpec(args.env, args.env_kwargs or {}), episodes=args.episodes,
-                                       steps=args.steps, seed=args.seed)  # fmt: skip
+                                       steps=args.steps, seed=args.seed, env_module=typed_module)  # fmt: skip
     write_atomic(output, encode_fingerprint(meta, tensors), what="the fingerprint")
     emit({"output": args.output, **meta}, args.json, lambda r: f"fingerprint of {args.env} written to {r['output']}")
     return EXIT_OK

@@ -11,12 +11,37 @@ from typing import Any
 
 import numpy as np
 
-from rlport.errors import require
+from rlport.errors import UnsupportedError, require
 
-__all__ = ["Builder", "require_onnx", "F32", "I64"]
+__all__ = ["Builder", "require_onnx", "numpy_dtype", "ONNX_DTYPES", "F32", "I64"]
 
 F32 = np.dtype(np.float32)
 I64 = np.dtype(np.int64)
+ONNX_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+ONNX_DTYPES += ("float16", "float32", "float64")
+"""The numpy dtypes a value of an exported graph may have (each has an ONNX tensor type)."""
+
+
+def numpy_dtype(value: Any) -> np.dtype:
+    """``value`` (a dtype, scalar type or name, as a ``cast`` node gives it) as a native dtype of :data:`ONNX_DTYPES`.
+
+    Raises:
+        UnsupportedError: anything else (complex, strings, objects, ``bfloat16``, a list...), named.
+    """
+    dtype = None
+    if isinstance(value, (str, np.dtype, type)):  # a type: bool, np.float32... (JSON gives no types)
+        try:
+            dtype = np.dtype(value)
+        except (TypeError, ValueError):
+            dtype = None
+    if dtype is None or dtype.name not in ONNX_DTYPES:
+        shown = repr(value)
+        shown = shown if len(shown) <= 100 else f"{shown[:100]}..."
+        raise UnsupportedError(
+            f"dtype {shown} cannot be written to ONNX; supported: {', '.join(ONNX_DTYPES)}. "
+            "Use the numpy backend, or a graph that casts to one of these"
+        )
+    return dtype.newbyteorder("=")
 
 
 def require_onnx():
@@ -76,8 +101,13 @@ class Builder:
                 self.types[name] = out_type
         return outputs[0] if n_out == 1 else outputs
 
+    def tensor_dtype(self, dtype: Any) -> int:
+        """The ONNX tensor type of a numpy dtype (or name); :class:`UnsupportedError` for one ONNX lacks."""
+        return self.helper.np_dtype_to_tensor_dtype(numpy_dtype(dtype))
+
     def cast(self, name: str, dtype: Any) -> str:
-        dtype = np.dtype(dtype)
+        """``name`` as ``dtype`` (one of :data:`ONNX_DTYPES`; anything else is an :class:`UnsupportedError`)."""
+        dtype = numpy_dtype(dtype)
         if self.types.get(name) == dtype:
             return name
         return self.op("Cast", [name], dtype, to=self.helper.np_dtype_to_tensor_dtype(dtype))

@@ -28,8 +28,8 @@ import numpy as np
 
 from rlport.bundle.container import write_atomic
 from rlport.bundle.spaces import dummy_observation
-from rlport.errors import UnsupportedError
-from rlport.exporters.onnx_builder import Builder, require_onnx
+from rlport.errors import GraphError, RlportError, UnsupportedError
+from rlport.exporters.onnx_builder import Builder, numpy_dtype, require_onnx
 from rlport.exporters.onnx_ops import EMITTERS
 from rlport.graph.schema import op_schema
 from rlport.runtimes.numpy_ops import bind
@@ -77,15 +77,47 @@ def _example_inputs(bundle: Bundle, batch: int = 2) -> dict[str, np.ndarray]:
     return values
 
 
+_NODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, AttributeError, NotImplementedError)
+"""What numpy, ``onnx.helper`` or an emitter raise on a node whose attributes or parameters do not fit."""
+
+
+def _where(node: Any) -> str:
+    outputs = repr(list(node.outputs))
+    return f"op {node.op!r} (outputs {outputs if len(outputs) <= 100 else outputs[:100] + '...'})"
+
+
+def _node_error(node: Any, exc: Exception, doing: str) -> GraphError:
+    return GraphError(f"{_where(node)} {doing}: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _check_casts(graph: Any) -> None:
+    """Refuse, by name, a ``cast`` to a dtype ONNX export lacks (before the trace, which may fail on it first)."""
+    for node in graph.nodes():
+        if node.op == "cast":
+            try:
+                numpy_dtype(node.resolved_attrs()["dtype"])
+            except UnsupportedError as exc:
+                raise UnsupportedError(f"{_where(node)}: {exc}") from None
+
+
 def _trace(bundle: Bundle, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every value of the graph, computed by the numpy runtime's ops (deterministic mode)."""
+    """Every value of the graph, computed by the numpy runtime's ops (deterministic mode).
+
+    Raises:
+        GraphError: a node cannot run on the dummy batch (attributes or parameters that do not fit).
+    """
     ctx = SimpleNamespace(deterministic=True, rng=np.random.default_rng(0))
     values = dict(values)
     with np.errstate(all="ignore"):
         for node in bundle.graph.nodes():
             params = {role: _widen(bundle.tensors[name]) for role, name in node.params.items()}
-            fn = bind(node.op, params, node.resolved_attrs(), ctx if op_schema(node.op).stochastic else None)
-            result = fn(*(values[name] for name in node.inputs))
+            try:
+                fn = bind(node.op, params, node.resolved_attrs(), ctx if op_schema(node.op).stochastic else None)
+                result = fn(*(values[name] for name in node.inputs))
+            except RlportError:
+                raise
+            except (*_NODE_ERRORS, MemoryError) as exc:
+                raise _node_error(node, exc, "cannot run on a dummy batch") from exc
             values.update(zip(node.outputs, [result] if len(node.outputs) == 1 else result, strict=True))
     return {name: np.asarray(value) for name, value in values.items()}
 
@@ -139,7 +171,7 @@ def _value_info(b: Builder, name: str, example: np.ndarray, batch_axis: int | No
     if batch_axis is not None:
         dims = list(example.shape)
         dims[batch_axis] = _BATCH
-    return b.helper.make_tensor_value_info(name, b.helper.np_dtype_to_tensor_dtype(example.dtype), dims)
+    return b.helper.make_tensor_value_info(name, b.tensor_dtype(example.dtype), dims)
 
 
 def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray], live: list) -> dict[str, str]:
@@ -156,12 +188,22 @@ def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray], live: list) 
                 f"{', '.join(sorted([*EMITTERS, 'identity', 'gaussian', 'gsde']))}. Use the numpy backend instead"
             )
         params = {role: (_widen(bundle.tensors[name]), name) for role, name in node.params.items()}
-        b.expected = trace[node.outputs[0]].dtype
-        result = emitter(b, [alias[name] for name in node.inputs], params, node.resolved_attrs())
-        for name, onnx_name in zip(node.outputs, [result] if isinstance(result, str) else result, strict=True):
-            alias[name] = b.cast(onnx_name, trace[name].dtype)
-            b.ranks[alias[name]] = trace[name].ndim
+        try:
+            _emit_node(b, node, emitter, params, trace, alias)
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"{_where(node)}: {exc}") from exc
+        except _NODE_ERRORS as exc:
+            raise _node_error(node, exc, "cannot be written to ONNX") from exc
     return alias
+
+
+def _emit_node(b: Builder, node: Any, emitter: Any, params: dict, trace: dict[str, np.ndarray], alias: dict) -> None:
+    """Emit one node and record the ONNX names (cast to the traced dtypes) of its outputs in ``alias``."""
+    b.expected = trace[node.outputs[0]].dtype
+    result = emitter(b, [alias[name] for name in node.inputs], params, node.resolved_attrs())
+    for name, onnx_name in zip(node.outputs, [result] if isinstance(result, str) else result, strict=True):
+        alias[name] = b.cast(onnx_name, trace[name].dtype)
+        b.ranks[alias[name]] = trace[name].ndim
 
 
 def onnx_model(bundle: Bundle, opset: int = MIN_OPSET, outputs: list[str] | None = None):
@@ -175,7 +217,8 @@ def onnx_model(bundle: Bundle, opset: int = MIN_OPSET, outputs: list[str] | None
             :func:`sampling_split`); only their ranks are declared.
 
     Raises:
-        UnsupportedError: an op the exporter cannot express, or an opset older than 17.
+        UnsupportedError: an op or dtype the exporter cannot express, or an opset older than 17.
+        GraphError: a node's attributes or parameters do not fit it (a hand-made or hostile graph).
         MissingDependencyError: the ``onnx`` package is not installed.
     """
     onnx = require_onnx()
@@ -184,6 +227,7 @@ def onnx_model(bundle: Bundle, opset: int = MIN_OPSET, outputs: list[str] | None
             f"ONNX opset {opset} is not supported; use {MIN_OPSET}..{onnx.defs.onnx_opset_version()}"
         )
     graph = bundle.graph
+    _check_casts(graph)
     inputs = _example_inputs(bundle)
     trace = _trace(bundle, inputs)
     b = Builder(opset, {name: value.dtype for name, value in trace.items()})
@@ -231,6 +275,8 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike, opset: int = MIN_OPSET)
     Raises:
         UnsupportedError: the graph uses an op ONNX export cannot express (the message lists
             the supported ones), or ``opset`` is out of range.
+        GraphError: a node's attributes or parameters do not fit it, or the model fails
+            ``onnx.checker`` (a hand-made or hostile graph).
         MissingDependencyError: ``onnx`` is not installed (``pip install "rlport[onnx]"``).
 
     Example:
@@ -238,7 +284,11 @@ def export_onnx(bundle: Bundle, path: str | os.PathLike, opset: int = MIN_OPSET)
     """
     onnx = require_onnx()
     model = onnx_model(bundle, opset)
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise GraphError(f"the ONNX model exported from the bundle is not valid ONNX: {reason}") from exc
     path = Path(path)
     write_atomic(path, model.SerializeToString(), what="the ONNX model")
     return path

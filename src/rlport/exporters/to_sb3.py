@@ -278,6 +278,15 @@ def _check_classes(source: dict[str, Any], given_kwargs: dict[str, Any], given: 
     policy_kwargs = recorded(source.get("policy_kwargs"), given_kwargs)
     hyperparameters = recorded(source.get("hyperparameters"), given)
     check_recorded_classes(policy_kwargs, hyperparameters, source.get("policy_class"), _SOURCE)
+    refused = source.get("refused_classes") or {}
+    if not isinstance(refused, dict):
+        raise UnsupportedError(f"{_SOURCE}: refused_classes must be a dict; export the model again")
+    for key, name in refused.items():
+        if key not in given and key not in given_kwargs:
+            raise UnsupportedError(
+                f"the model was trained with {_capped(key)} {_capped(name)}, a class rlport does not import; "
+                + hint_for(str(key))
+            )
 
 
 def _policy_class(name: Any) -> type:

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from rlport.errors import BundleError, RlportError, UnsafeFileError
+from rlport.importers.untrusted import check_nesting, echo
 
 __all__ = ["loads", "load", "Instance", "GlobalRef", "global_name", "ref", "ALLOWED_SUMMARY"]
 
@@ -412,13 +413,26 @@ def load(
     """
     unpickler = _SafeUnpickler(file, persistent_load, extra_globals or {})
     try:
-        return unpickler.load()
+        value = unpickler.load()
     except RlportError:
         raise
     except _Unsafe as exc:
         raise UnsafeFileError(f"{what}: {exc}") from None
     except _CORRUPT as exc:
-        raise BundleError(f"{what}: truncated or corrupt pickle ({type(exc).__name__}: {exc})") from exc
+        raise BundleError(f"{what}: truncated or corrupt pickle ({type(exc).__name__}: {echo(str(exc), 200)})") from exc
+    check_nesting(value, f"{what}: the pickle", children=_children)
+    return value
+
+
+def _children(value: Any) -> list[Any] | None:
+    """What :func:`check_nesting` walks into: containers and the arguments and state of Instance records."""
+    if isinstance(value, Instance):
+        return [*value.args, *value.kwargs.values(), value.state]
+    if isinstance(value, dict):
+        return [item for pair in value.items() for item in pair]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return None
 
 
 def loads(

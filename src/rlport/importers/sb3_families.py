@@ -49,6 +49,9 @@ def _action_dist(action_space: Any, kwargs: dict[str, Any], maskable: bool) -> S
     if kind == "Discrete":
         return module(f"{prefix}CategoricalDistribution")
     if kind == "MultiDiscrete":
+        if len(getattr(action_space.nvec, "shape", ())) != 1:
+            raise UnsupportedError(f"a MultiDiscrete action space of shape {action_space.nvec.shape} is not supported "
+                                   "(SB3 acts in one-dimensional ones)")  # fmt: skip
         return module(f"{prefix}MultiCategoricalDistribution", action_dims=[int(n) for n in action_space.nvec])
     if kind == "MultiBinary":
         if maskable:

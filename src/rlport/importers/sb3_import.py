@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import warnings
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,18 +17,23 @@ import numpy as np
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.bundle.spaces import sample_observations
-from rlport.errors import BundleError, RlportError, UnsupportedError
+from rlport.errors import BundleError, RlportError, RlportWarning, UnsupportedError
 from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
 from rlport.importers.probes import probe_count, record_probes
+from rlport.importers.sb3_classes import MAX_CLASS_NAME_LENGTH, check_class_name, check_recorded_classes
 from rlport.importers.sb3_live import _created, jsonable, settings
 from rlport.importers.sb3_policies import VARIABLE_NAME, VARIABLES, build_graph
 from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
-from rlport.importers.vecnormalize import read_vecnormalize, vec_normalize_settings
+from rlport.importers.untrusted import echo, read_regular
+from rlport.importers.vecnormalize import MAX_VECNORMALIZE_SIZE, read_vecnormalize, vec_normalize_settings
 from rlport.verify.record import record_verification
 
-__all__ = ["import_sb3", "algorithm_of"]
+__all__ = ["import_sb3", "algorithm_of", "trusted_module", "MAX_TIMESTEPS"]
+
+MAX_TIMESTEPS = 1 << 62
+"""The largest ``num_timesteps`` read from an SB3 file (it must fit the int64 SB3 counts in)."""
 
 _ALGORITHMS = [
     ("sb3_contrib.qrdqn.", "QRDQN"),
@@ -88,6 +93,24 @@ def _training_settings(f: SB3File) -> dict[str, Any]:
     return settings(values)
 
 
+def _number(f: SB3File, key: str, default: float, low: float, high: float) -> float:
+    """``data[key]``, a JSON number in ``[low, high]`` (``default`` when absent or null)."""
+    value = f.data.get(key)
+    if value is None:
+        return default
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise BundleError(f"{f.path}: data[{key!r}] should be a number from {low} to {high}, found {echo(value)}; "
+                          "the file is damaged or was edited")  # fmt: skip
+    return value
+
+
+def trusted_module(env_id: str | None, env_module: str | None) -> str | None:
+    """The module an env id the caller typed may import: theirs to choose (``"my_pkg:MyEnv"`` -> ``"my_pkg"``)."""
+    if env_module is None and isinstance(env_id, str) and ":" in env_id:
+        return env_id.split(":", 1)[0]
+    return env_module
+
+
 def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
     from rlport import __version__
 
@@ -97,7 +120,7 @@ def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
         "framework_version": f.sb3_version,
         "algorithm": algorithm or algorithm_of(f.policy_class, f.data),
         "policy_class": f.policy_class.rsplit(".", 1)[-1],
-        "num_timesteps": int(f.data.get("num_timesteps", 0) or 0),
+        "num_timesteps": int(_number(f, "num_timesteps", 0, 0, MAX_TIMESTEPS)),
         "python": info.get("Python"),
         "numpy": info.get("Numpy"),
         "torch": info.get("PyTorch"),
@@ -118,6 +141,38 @@ def _probes(bundle: Bundle, count: int) -> tuple[dict[str, np.ndarray], ProbeInf
     return tensors, ProbeInfo(count, policy.is_recurrent, "rlport numpy runtime at import (SB3 was not run)")
 
 
+_TRAINING_ONLY = frozenset({"optimizer_class", "replay_buffer_class", "rollout_buffer_class"})
+"""Class settings acting does not depend on: a name outside the table is set aside, not refused."""
+
+
+def _apply_class_table(source: dict[str, Any], what: str) -> None:
+    """Check the class names of ``source`` against rlport's table (``sb3_classes``), before they are recorded.
+
+    A class that shapes the policy (its class, activation, extractor) must be in the table, or the
+    import is refused. A training-only class outside it (a custom optimizer or buffer) is left out of
+    the recorded settings and listed under ``source["refused_classes"]``: the bundle acts as the file
+    does, and ``to_sb3`` asks for that class (``replay_buffer_class=YourClass``) instead of guessing.
+    """
+    refused: dict[str, str] = {}
+    for section in (source["policy_kwargs"], source["hyperparameters"]):
+        for key in [k for k in section if k in _TRAINING_ONLY and section[k] is not None]:
+            try:
+                check_class_name(section[key], key, what)
+            except UnsupportedError:
+                name = section.pop(key)
+                refused[key] = name if isinstance(name, str) and len(name) <= MAX_CLASS_NAME_LENGTH else echo(name)
+                section.pop(key.removesuffix("_class") + "_kwargs", None)
+    check_recorded_classes(source["policy_kwargs"], source["hyperparameters"], source["policy_class"], what)
+    if refused:
+        source["refused_classes"] = refused
+        warnings.warn(
+            f"{what}: {', '.join(f'{k}={v}' for k, v in refused.items())} is not a class rlport imports; the bundle "
+            f"acts as the file does, and to_sb3 will ask for it ({', '.join(f'{k}=YourClass' for k in refused)})",
+            RlportWarning,
+            stacklevel=3,
+        )
+
+
 def import_sb3(
     path: str | os.PathLike,
     vecnormalize: str | os.PathLike | None = None,
@@ -129,6 +184,7 @@ def import_sb3(
     env: EnvSpec | None = None,
     fingerprint: bool = True,
     evaluate: int = 0,
+    env_module: str | None = None,
 ) -> Bundle:
     """Import an SB3 / sb3-contrib ``.zip`` saved by any SB3 version from 1.0, without torch or pickle.
 
@@ -143,6 +199,8 @@ def import_sb3(
         env: a full env spec (wrappers...) instead of ``env_id``/``env_kwargs``.
         fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
         evaluate: record the returns of this many deterministic episodes (0: none; zoo runs have published ones).
+        env_module: the one module an env id of the form ``module:EnvName`` may make gymnasium import
+            (an ``env_id`` passed here names its own).
 
     Raises:
         BundleError, UnsafeFileError, UnsupportedError: see :func:`rlport.importers.sb3_zip.read_sb3_zip`.
@@ -150,13 +208,11 @@ def import_sb3(
     f = read_sb3_zip(path)
     stats = None
     if vecnormalize is not None:
-        try:
-            raw = Path(vecnormalize).read_bytes()
-        except OSError as exc:
-            raise BundleError(f"cannot read {vecnormalize}: {exc.strerror or exc}") from exc
+        raw = read_regular(vecnormalize, MAX_VECNORMALIZE_SIZE, str(vecnormalize))
         stats = read_vecnormalize(raw, what=str(vecnormalize))
+    env_module = trusted_module(env_id, env_module)
     policy = build_policy(f.policy_class, f.state_dict, f.observation_space, f.action_space, f.policy_kwargs)
-    model = SimpleNamespace(policy=policy, exploration_rate=float(f.data.get("exploration_rate", 0.0) or 0.0))
+    model = SimpleNamespace(policy=policy, exploration_rate=float(_number(f, "exploration_rate", 0.0, 0.0, 1.0)))
     builder = build_graph(model, stats)
     tensors = dict(builder.tensors)
     variables = {k: v for k, v in f.variables.items() if VARIABLE_NAME.fullmatch(k)} if include_critic else {}
@@ -177,6 +233,7 @@ def import_sb3(
         "imported": True,
         "sb3_version": f.sb3_version,
     }
+    _apply_class_table(source, str(path))
     if variables:
         source["variables"] = list(variables)
     if stats is not None:
@@ -197,5 +254,5 @@ def import_sb3(
     probes = probe_count(bundle.observation_space, probes)
     if probes > 0:
         bundle.probes, bundle.probe_info = _probes(bundle, probes)
-    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
+    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
     return bundle

@@ -112,10 +112,11 @@ def settings(values: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key.endswith("_kwargs") and isinstance(value, Mapping):  # replay_buffer_kwargs: its plain entries
             plain = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in value.items() if _plain(v)}
+            plain = {k: v for k, v in plain.items() if isinstance(k, str)}  # keys from a file may be anything
             if plain:
                 kept[key] = plain
             continue
-        if key == "learning_rate" and _plain(value) and not value > 0:
+        if key == "learning_rate" and _plain(value) and not isinstance(value, str) and not value > 0:
             continue  # a decayed schedule's end value, as SB3 saves some: resuming with it would not learn
         if isinstance(value, (list, tuple)) and value and all(_plain(v) for v in value):
             kept[key] = [v.item() if isinstance(v, np.generic) else v for v in value]  # train_freq=(4, "step")

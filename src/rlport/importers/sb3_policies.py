@@ -191,12 +191,20 @@ def _lstm(b: GraphBuilder, lstm: Any, x: str, prefix: str) -> str:
     return b.add("lstm", [x, h, c, start], params, attrs, outputs=3, names=names)[0]
 
 
+def _discrete_n(space: Any) -> int:
+    """How many actions a Q-network chooses among: its action space must be Discrete."""
+    if _cls(space) != "Discrete":
+        raise UnsupportedError(f"a Q-network policy acts in a Discrete action space, not {_cls(space)}; "
+                               "the file's action space does not fit its policy class")  # fmt: skip
+    return int(space.n)
+
+
 def _q_network(b: GraphBuilder, policy: Any, obs: Any, epsilon: float) -> str:
     """DQN: argmax of Q (epsilon-greedy when sampling)."""
     q_net = policy.q_net
     x = _features(b, q_net.features_extractor, obs, "q_net.features_extractor")
     q = emit_module(b, q_net.q_net, x, "q_net.q_net")
-    return b.add("greedy", [q], attrs={"epsilon": epsilon, "n": int(policy.action_space.n)})
+    return b.add("greedy", [q], attrs={"epsilon": epsilon, "n": _discrete_n(policy.action_space)})
 
 
 def _quantile_network(b: GraphBuilder, policy: Any, obs: Any, epsilon: float) -> str:
@@ -204,7 +212,7 @@ def _quantile_network(b: GraphBuilder, policy: Any, obs: Any, epsilon: float) ->
     net = policy.quantile_net
     x = _features(b, net.features_extractor, obs, "quantile_net.features_extractor")
     quantiles = emit_module(b, net.quantile_net, x, "quantile_net.quantile_net")
-    n = int(policy.action_space.n)
+    n = _discrete_n(policy.action_space)
     quantiles = b.add("reshape", [quantiles], attrs={"shape": [int(net.n_quantiles), n]})
     q = b.add("mean", [quantiles], attrs={"axis": 1})
     return b.add("greedy", [q], attrs={"epsilon": epsilon, "n": n})

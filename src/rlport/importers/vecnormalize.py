@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,12 @@ import numpy as np
 
 from rlport.errors import BundleError
 from rlport.importers import safe_pickle
+from rlport.importers.untrusted import echo
 
-__all__ = ["VecNormalizeStats", "RunningStats", "read_vecnormalize", "vec_normalize_settings"]
+__all__ = ["VecNormalizeStats", "RunningStats", "read_vecnormalize", "vec_normalize_settings", "MAX_VECNORMALIZE_SIZE"]
+
+MAX_VECNORMALIZE_SIZE = 64 << 20
+"""The largest ``vecnormalize.pkl`` read (64 MiB); real ones hold a few KiB (plus the last observations)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,10 +136,13 @@ def _running_stats(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray, float]:
         mean = np.array(attrs["mean"], dtype=np.float64)
         var = np.array(attrs["var"], dtype=np.float64)
         count = float(attrs["count"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{what}: RunningMeanStd lacks a numeric mean/var/count ({exc})") from exc
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise BundleError(f"{what}: RunningMeanStd lacks a numeric mean/var/count ({echo(str(exc), 200)})") from exc
     if mean.shape != var.shape:
         raise BundleError(f"{what}: RunningMeanStd mean {mean.shape} and var {var.shape} differ in shape")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var)) and np.all(var >= 0) and count >= 0):
+        raise BundleError(f"{what}: RunningMeanStd holds NaN, infinite or negative statistics (count {count}); "
+                          "the statistics are damaged")  # fmt: skip
     return mean, var, count
 
 
@@ -156,23 +164,32 @@ def _norm_obs_keys(state: dict[str, Any], obs_mean: Any, what: str) -> list[str]
         keys = state["norm_obs_keys"]
     else:
         space = state.get("observation_space")
-        is_dict = (safe_pickle.global_name(space) or "").endswith(".Dict")
+        is_dict = isinstance(space, safe_pickle.Instance) and space.global_name.endswith(".Dict")
         spaces = space.attributes().get("spaces") if is_dict else None
         keys = list(spaces) if isinstance(spaces, dict) else (list(obs_mean) if isinstance(obs_mean, dict) else None)
     if keys is not None and (not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys)):
-        raise BundleError(f"{what}: norm_obs_keys is not a list of strings ({keys!r:.80})")
+        raise BundleError(f"{what}: norm_obs_keys is not a list of strings ({echo(keys, 80)})")
     if isinstance(obs_mean, dict) and keys is not None and not set(keys) <= set(obs_mean):
-        raise BundleError(f"{what}: norm_obs_keys {list(keys)} name keys without statistics {sorted(obs_mean)}")
+        raise BundleError(
+            f"{what}: norm_obs_keys {echo(list(keys))} name keys without statistics {echo(sorted(obs_mean))}"
+        )
     return None if keys is None else list(keys)
 
 
 def _scalar(state: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    """``state[key]`` as a bool (true/false or 0/1) or a float (a number, not NaN)."""
     if key not in state:
         raise BundleError(f"{what}: the VecNormalize has no {key!r}; is this an SB3 vecnormalize.pkl?")
-    try:
-        return kind(np.asarray(state[key]).item())
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"{what}: {key} is not a {kind.__name__} ({state[key]!r:.60})") from exc
+    value = state[key]
+    value = value.item() if isinstance(value, (np.generic, np.ndarray)) and np.size(value) == 1 else value
+    if kind is bool and (value is True or value is False or (type(value) is int and value in (0, 1))):
+        return bool(value)
+    if kind is float and type(value) in (int, float):
+        number = float(value) if type(value) is float or abs(value) < 1 << 1000 else math.nan
+        if not math.isnan(number):
+            return number
+    expected = "true or false" if kind is bool else "a number"
+    raise BundleError(f"{what}: {key} should be {expected}, found {echo(state[key], 60)}")
 
 
 def _one(value: np.ndarray | None) -> float | None:
@@ -188,7 +205,8 @@ def read_vecnormalize(data: bytes, *, what: str) -> VecNormalizeStats:
 
     Raises:
         UnsafeFileError: the pickle names anything outside the allow-list (see ``safe_pickle``).
-        BundleError: truncated, corrupt, or not a VecNormalize.
+        BundleError: truncated, corrupt, or not a VecNormalize; a field of the wrong type; NaN,
+            infinite or negative statistics; or ``norm_obs`` without observation statistics.
 
     Example:
         >>> stats = read_vecnormalize(raw, what="vecnormalize.pkl")           # doctest: +SKIP
@@ -200,6 +218,9 @@ def read_vecnormalize(data: bytes, *, what: str) -> VecNormalizeStats:
         raise BundleError(f"{what}: expected a pickled VecNormalize, found {name}")
     state = obj.attributes()
     obs_mean, obs_var, obs_count = _obs_stats(state, what)
+    if obs_mean is None and _scalar(state, "norm_obs", bool, what):
+        raise BundleError(f"{what}: norm_obs is true but the file has no observation statistics (obs_rms is "
+                          f"{echo(state.get('obs_rms'))}); the file is damaged")  # fmt: skip
     ret = state.get("ret_rms")
     ret_mean, ret_var, ret_count = _running_stats(ret, f"{what}: ret_rms") if ret is not None else (None, None, 0.0)
     return VecNormalizeStats(

@@ -8,103 +8,41 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rlport.bundle.bundle import Bundle
-from rlport.bundle.manifest import EnvSpec, WrapperSpec
-from rlport.errors import BundleError, EnvError, MissingDependencyError, RlportWarning, SpaceError, UnsafeFileError
-from rlport.importers.sb3_import import import_sb3
+from rlport.bundle.manifest import EnvSpec
+from rlport.envs import check_env_id
+from rlport.errors import BundleError, EnvError, MissingDependencyError, RlportWarning, SpaceError
+from rlport.importers.sb3_import import import_sb3, trusted_module
 from rlport.importers.sb3_live import settings
+from rlport.importers.zoo_files import (
+    literal,
+    plain_kwargs,
+    published_returns,
+    read_zoo_yaml,
+    text_field,
+    wrappers_from_config,
+)
 from rlport.verify.record import record_verification
 
-__all__ = ["import_zoo", "read_zoo_yaml", "map_env_id", "wrappers_from_config", "published_returns"]
+__all__ = [
+    "import_zoo",
+    "read_zoo_yaml",
+    "map_env_id",
+    "wrappers_from_config",
+    "published_returns",
+    "config_settings",
+]
 
 _ALGOS = {
     "a2c": "A2C", "ppo": "PPO", "dqn": "DQN", "sac": "SAC", "td3": "TD3", "ddpg": "DDPG", "qrdqn": "QRDQN",
     "tqc": "TQC", "trpo": "TRPO", "ars": "ARS", "ppo_lstm": "RecurrentPPO", "ppo_mask": "MaskablePPO",
     "crossq": "CrossQ",
 }  # fmt: skip
-_ORDERED_DICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
-
-
-def read_zoo_yaml(path: Path) -> dict[str, Any]:
-    """A zoo ``config.yml``/``args.yml``, read safely: only the OrderedDict tag the zoo writes is allowed."""
-    try:
-        import yaml
-    except ImportError as exc:
-        raise MissingDependencyError('reading RL Zoo folders needs PyYAML; pip install "rlport[sb3]"') from exc
-
-    class ZooLoader(yaml.SafeLoader):
-        """SafeLoader plus the one python tag the zoo writes; any other python tag is refused."""
-
-    def ordered_dict(loader: Any, node: Any) -> dict[str, Any]:
-        pairs = loader.construct_sequence(node.value[0], deep=True) if node.value else []
-        if not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-            raise UnsafeFileError(f"{path}: an OrderedDict entry is not a [key, value] pair")
-        return {str(k): v for k, v in pairs}
-
-    def refuse(loader: Any, suffix: str, node: Any) -> None:
-        raise UnsafeFileError(f"{path}: refused YAML tag !!python/{suffix}; rlport never runs code from model files")
-
-    ZooLoader.add_constructor(_ORDERED_DICT_TAG, ordered_dict)
-    ZooLoader.add_multi_constructor("tag:yaml.org,2002:python/", refuse)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.load(text, Loader=ZooLoader)  # noqa: S506 - a SafeLoader subclass
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"cannot read {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise BundleError(f"{path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BundleError(f"{path}: expected a mapping, found {type(data).__name__}")
-    return data
-
-
-def _literal(value: Any, what: str) -> Any:
-    """A Python-literal string from the zoo config, parsed without eval.
-
-    Accepts literals (``"{'norm_obs': True}"``) and ``dict(key=literal, ...)`` calls, which the
-    zoo also writes (``"dict(norm_obs=True, norm_reward=False)"``).
-    """
-    if not isinstance(value, str):
-        return value
-    try:
-        tree = ast.parse(value.strip(), mode="eval").body
-        if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "dict" and not tree.args:
-            return {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords if kw.arg is not None}
-        return ast.literal_eval(tree)
-    except (ValueError, SyntaxError, TypeError) as exc:
-        raise BundleError(f"{what}: {value!r} is not a Python literal nor a dict(...) of literals") from exc
-
-
-def wrappers_from_config(config: dict[str, Any]) -> list[WrapperSpec]:
-    """``env_wrapper`` (a name, a {name: kwargs} dict, or a list of them) and ``frame_stack`` as entries."""
-    raw = config.get("env_wrapper")
-    entries = raw if isinstance(raw, list) else [raw] if raw else []
-    wrappers = []
-    for entry in entries:
-        name, kwargs = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
-        kwargs = dict(kwargs or {})
-        short = str(name).rsplit(".", 1)[-1]
-        if short == "TimeFeatureWrapper":
-            wrappers.append(WrapperSpec("time_feature", {"max_steps": int(kwargs.get("max_steps", 1000))}))
-        elif short == "TimeLimit":
-            wrappers.append(WrapperSpec("time_limit", {"max_episode_steps": int(kwargs["max_episode_steps"])}))
-        else:
-            wrappers.append(WrapperSpec(str(name), kwargs))  # recorded; `rlport run` refuses what it cannot build
-    if config.get("frame_stack"):
-        wrappers.append(WrapperSpec("frame_stack", {"n_stack": int(config["frame_stack"])}))
-    return wrappers
-
-
 # config.yml entries that are not constructor arguments (or are recorded elsewhere)
 _NOT_HYPERPARAMETERS = {"n_timesteps", "policy", "normalize", "env_wrapper", "frame_stack", "n_envs", "policy_kwargs"}
 
@@ -127,30 +65,10 @@ def config_settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _uses_vecnormalize(config: dict[str, Any]) -> bool:
-    normalize = _literal(config.get("normalize", False), "config.yml normalize")
+    normalize = literal(config.get("normalize", False), "config.yml normalize")
     if isinstance(normalize, dict):
         return bool(normalize.get("norm_obs", True))
     return bool(normalize)
-
-
-def published_returns(path: Path) -> dict[str, Any]:
-    """The run's final published evaluation (the last row of ``evaluations.npz``)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            results = np.asarray(data["results"], dtype=np.float64)
-            timesteps = np.asarray(data["timesteps"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"{path}: cannot read the evaluation results ({exc})") from exc
-    if results.ndim < 2 or results.shape[0] == 0:
-        raise BundleError(f"{path}: 'results' should be one row per evaluation, found shape {results.shape}")
-    results = results.reshape(results.shape[0], -1)  # some runs store (evaluations, episodes, 1)
-    last = results[-1]
-    return {
-        "published_return_mean": float(last.mean()),
-        "published_return_std": float(last.std()),
-        "published_episodes": int(last.size),
-        "published_at_timesteps": int(timesteps[-1]) if timesteps.size else None,
-    }
 
 
 def _versions(env_id: str) -> tuple[str, int] | None:
@@ -158,13 +76,18 @@ def _versions(env_id: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match else None
 
 
-def map_env_id(env_id: str, bundle: Bundle) -> tuple[str, str | None]:
+def map_env_id(env_id: str, bundle: Bundle, env_module: str | None = None) -> tuple[str, str | None]:
     """Today's id for ``env_id`` and a note: the id itself if it can be created here, else the lowest
     newer version (LunarLander-v2 -> v3, Walker2d-v3 -> v4) whose spaces match the policy's.
 
+    ``env_id`` is checked with :func:`rlport.envs.check_env_id` (``env_module`` is the one module
+    it may make gymnasium import) before anything looks it up.
+
     Raises:
         EnvError: a newer version exists but its spaces differ (the difference is named).
+        UnsafeFileError: ``env_id`` would import a module other than ``env_module``.
     """
+    check_env_id(env_id, env_module)
     try:
         import gymnasium
     except ImportError:
@@ -176,13 +99,13 @@ def map_env_id(env_id: str, bundle: Bundle) -> tuple[str, str | None]:
     newer = sorted(
         v[1] for v in (_versions(k) for k in gymnasium.envs.registry) if v and v[0] == name and v[1] > version
     )
-    problem = _try_env(env_id, bundle)
+    problem = _try_env(env_id, bundle, env_module)
     if problem is None:
         return env_id, None
     if not newer:
         return env_id, f"{env_id} cannot be created here ({problem}) and gymnasium knows no newer version"
     for candidate in (f"{name}-v{v}" for v in newer):
-        trouble = _try_env(candidate, bundle)
+        trouble = _try_env(candidate, bundle, env_module)
         if trouble is None:
             return candidate, f"{env_id} is now {candidate} (observation and action spaces checked: they match)"
         if isinstance(trouble, SpaceError):
@@ -191,7 +114,7 @@ def map_env_id(env_id: str, bundle: Bundle) -> tuple[str, str | None]:
     return candidate, f"{env_id} is now {candidate}; its spaces could not be checked here ({problem})"
 
 
-def _try_env(env_id: str, bundle: Bundle) -> Exception | None:
+def _try_env(env_id: str, bundle: Bundle, env_module: str | None) -> Exception | None:
     """None if ``env_id`` (with the bundle's wrappers) can be made here with matching spaces."""
     from rlport.envs import check_spaces, make_env
 
@@ -199,7 +122,7 @@ def _try_env(env_id: str, bundle: Bundle) -> Exception | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            env = make_env(spec)
+            env = make_env(spec, env_module=env_module)
     except (EnvError, MissingDependencyError) as exc:
         return exc
     try:
@@ -218,6 +141,20 @@ def _find_files(folder: Path) -> tuple[Path, Path]:
     return zips[0], folder / zips[0].stem
 
 
+def _run_files(meta: Path, env_id: str | None, env_module: str | None) -> tuple[dict, str | None, str, dict]:
+    """config.yml, the algorithm name, the env id (the caller's, else the run's, checked) and the env kwargs."""
+    config = read_zoo_yaml(meta / "config.yml") if (meta / "config.yml").exists() else {}
+    args_path = meta / "args.yml"
+    args = read_zoo_yaml(args_path) if args_path.exists() else {}
+    algo = (text_field(args, "algo", str(args_path)) or "").lower()
+    env_kwargs = plain_kwargs(args.get("env_kwargs"), f"{args_path} env_kwargs")
+    if env_id is None:  # from the files: it must not make gymnasium import a module the caller did not name
+        recorded = text_field(args, "env", str(args_path))
+        where = str(args_path) if recorded is not None else f"{meta.parent} (its folder name)"
+        env_id = check_env_id(recorded if recorded is not None else meta.name, env_module, where)
+    return config, _ALGOS.get(algo), env_id, env_kwargs
+
+
 def import_zoo(
     folder: str | Path,
     env_id: str | None = None,
@@ -225,53 +162,62 @@ def import_zoo(
     include_critic: bool = False,
     fingerprint: bool = True,
     evaluate: int = 0,
+    env_module: str | None = None,
 ) -> Bundle:
     """Import an RL Zoo run folder (``ALGO/ENV_1/``) with everything needed to act and to be checked.
+
+    Every file of the folder is untrusted: nothing in it is executed, and an env id it records
+    that would make gymnasium import a module (``module:EnvName``) is refused unless
+    ``env_module`` names that module.
 
     Args:
         folder: the run folder, holding ``ENV.zip``, ``ENV/config.yml``, ``ENV/args.yml``,
             ``ENV/vecnormalize.pkl`` (when normalised) and ``evaluations.npz``.
-        env_id: override the env id (default: the run's, renamed ids mapped to today's).
+        env_id: override the env id (default: the run's, renamed ids mapped to today's); the
+            caller's own choice, trusted.
         probes: how many probes to record.
         include_critic: keep every tensor of the model.
         fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
         evaluate: record the returns of this many episodes (0: none; the published returns are the reference).
+        env_module: the one module a ``module:EnvName`` env id may make gymnasium import.
+
+    Raises:
+        BundleError: a file is missing, malformed, over its size limit or of the wrong type.
+        UnsafeFileError: a file asks to run code or to import a module (see ``env_module``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"{folder} is not a folder; pass an RL Zoo run folder such as ppo/CartPole-v1_1")
     model_zip, meta = _find_files(folder)
-    config = read_zoo_yaml(meta / "config.yml") if (meta / "config.yml").exists() else {}
-    args = read_zoo_yaml(meta / "args.yml") if (meta / "args.yml").exists() else {}
+    env_module = trusted_module(env_id, env_module)
+    config, algorithm, recorded_id, env_kwargs = _run_files(meta, env_id, env_module)
     vecnormalize = meta / "vecnormalize.pkl"
     if _uses_vecnormalize(config) and not vecnormalize.exists():
         raise BundleError(f"{folder}: the run used VecNormalize but {vecnormalize} is missing; without its "
                           "statistics the policy acts wrongly")  # fmt: skip
-    algo = str(args.get("algo", "")).lower()
-    env_kwargs = _literal(args.get("env_kwargs"), "args.yml env_kwargs") or {}
-    recorded_id = env_id or args.get("env") or meta.name
-    env = EnvSpec(recorded_id, dict(env_kwargs), tuple(wrappers_from_config(config)))
+    env = EnvSpec(recorded_id, dict(env_kwargs), tuple(wrappers_from_config(config, str(meta / "config.yml"))))
+    evaluations = folder / "evaluations.npz"
+    published = published_returns(evaluations) if evaluations.exists() else {}
     bundle = import_sb3(
         model_zip,
         vecnormalize=vecnormalize if vecnormalize.exists() else None,
         probes=probes,
         include_critic=include_critic,
-        algorithm=_ALGOS.get(algo),
+        algorithm=algorithm,
         env=env,
         fingerprint=False,
         evaluate=0,
+        env_module=env_module,
     )
     bundle.source["hyperparameters"] = {**bundle.source.get("hyperparameters", {}), **config_settings(config)}
     note = None
     if env_id is None:
-        new_id, note = map_env_id(recorded_id, bundle)
+        new_id, note = map_env_id(recorded_id, bundle, env_module)
         if new_id != recorded_id:
             warnings.warn(f"{folder}: {note}", RlportWarning, stacklevel=2)
             bundle.env = EnvSpec(new_id, dict(env_kwargs), env.wrappers)
-    evaluations = folder / "evaluations.npz"
-    published = published_returns(evaluations) if evaluations.exists() else {}
     bundle.provenance.update(published, zoo_run=f"{folder.parent.name}/{folder.name}", zoo_env_id=recorded_id)
     if note:
         bundle.provenance["env_id_note"] = note
-    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
+    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
     return bundle

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NumpyPolicy", "SamplingContext", "bind_node"]
 
-_RUNTIME_ERRORS = (ValueError, TypeError, IndexError, FloatingPointError)
+_RUNTIME_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
 
 
 @dataclass
@@ -48,7 +48,7 @@ def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext):
     params = {role: _widen(tensors[name]) for role, name in node.params.items()}
     try:
         return bind(node.op, params, attrs, ctx if op_schema(node.op).stochastic else None)
-    except (ValueError, TypeError, KeyError, IndexError, MemoryError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, MemoryError, ArithmeticError) as exc:
         raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
 
 

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlport.bundle.spaces import DiscreteSpec, MultiDiscreteSpec, batch_observation
-from rlport.errors import ObservationError, require
+from rlport.errors import GraphError, ObservationError, require
 from rlport.runtimes.numpy_runtime import SamplingContext, bind_node
-from rlport.runtimes.predict import GraphPredictor, LeafFeeder
+from rlport.runtimes.predict import GraphPredictor
 
 if TYPE_CHECKING:
     from rlport.bundle.bundle import Bundle
@@ -30,34 +29,30 @@ if TYPE_CHECKING:
 __all__ = ["OnnxPolicy"]
 
 
-def _bounds(space: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """The valid integer range of a discrete leaf (the numpy runtime's one-hot check)."""
-    if isinstance(space, DiscreteSpec):
-        return np.int64(space.start), np.int64(space.start + space.n)
-    if isinstance(space, MultiDiscreteSpec):
-        start = np.asarray(space.start, dtype=np.int64).reshape(space.shape)
-        return start, start + np.asarray(space.nvec, dtype=np.int64).reshape(space.shape)
-    return None
+_ORT_ERRORS = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NotImplemented", "RuntimeException")
+_NUMPY_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)  # from the sampling tail's numpy ops
 
 
-def _checked_leaf_feeder(space: Any, what: str) -> LeafFeeder:
-    """:func:`~rlport.bundle.spaces.batch_observation`, then the range check the ONNX graph lacks."""
-    bounds = _bounds(space)
+def _ort_errors(ort: Any) -> tuple[type[Exception], ...]:
+    """The exceptions onnxruntime raises on a graph it refuses or cannot run (they derive from Exception only)."""
+    state = ort.capi.onnxruntime_pybind11_state
+    return (RuntimeError, ValueError, *(getattr(state, name) for name in _ORT_ERRORS if hasattr(state, name)))
 
-    def feed(obs: Any) -> tuple[np.ndarray, bool]:
-        array, vectorized = batch_observation(obs, space, what)
-        if bounds is not None and array.size and ((array < bounds[0]).any() or (array >= bounds[1]).any()):
-            raise ObservationError(f"{what}: a discrete observation is outside its space; found {array.tolist()}")
-        return array, vectorized
 
-    return feed
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _session(ort: Any, model: Any) -> Any:
-    """An onnxruntime CPU session for ``model``, quiet below errors."""
+    """An onnxruntime CPU session for ``model``, quiet below errors; a :class:`GraphError` if it refuses it."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except _ort_errors(ort) as exc:
+        raise GraphError(
+            f"onnxruntime refuses the graph exported from the bundle ({_reason(exc)}); use the numpy backend"
+        ) from exc
 
 
 class OnnxPolicy(GraphPredictor):
@@ -94,12 +89,9 @@ class OnnxPolicy(GraphPredictor):
         graph = bundle.graph
         self._feeds = [(graph_input.name, dtypes[graph_input.name]) for graph_input in graph.inputs]
         self._outputs = [o.name for o in model.graph.output]
-        self._bind_inputs(graph, leaf_feeder=_checked_leaf_feeder, fill_mask=True)
-        self._mask_sizes: list[list[int]] = []
-        for node in graph.nodes():
-            if self._mask is not None and node.op in ("categorical", "multi_categorical") and len(node.inputs) > 1:
-                sizes = node.attrs["sizes"] if node.op == "multi_categorical" else [self._inputs[self._mask].size]
-                self._mask_sizes.append([int(size) for size in sizes])
+        self._bind_inputs(graph, fill_mask=True)
+        self._errors = (*_ort_errors(ort), *_NUMPY_ERRORS)
+        self._mask_sizes = _mask_sizes(graph, None if self._mask is None else self._inputs[self._mask].size)
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
@@ -112,11 +104,13 @@ class OnnxPolicy(GraphPredictor):
             name: np.ascontiguousarray(value, dtype=dtype)
             for (name, dtype), value in zip(self._feeds, values, strict=True)
         }
-        if deterministic:
-            return self._session.run(self._outputs, feeds)
-        if self._sampler is None:
+        if self._sampler is None and not deterministic:
             self._sampler = self._build_sampler()
-        return self._sampler(feeds)
+        try:
+            return self._session.run(self._outputs, feeds) if deterministic else self._sampler(feeds)
+        except self._errors as exc:  # the graph passed its dry run, but not these shapes (or a sampling op failed)
+            shapes = {name: value.shape for name, value in feeds.items()}
+            raise GraphError(f"the graph failed on inputs of shapes {shapes}: {_reason(exc)}") from exc
 
     def _build_sampler(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
         """ONNX up to the distributions' parameters, then the stochastic tail in numpy (built on first use)."""
@@ -141,9 +135,22 @@ class OnnxPolicy(GraphPredictor):
         return sample
 
     def _check_mask(self, mask: np.ndarray) -> None:
+        """The check the ONNX graph lacks: each row of each categorical's mask allows some action."""
         for sizes in self._mask_sizes:
             start = 0
             for size in sizes:
                 if not mask[:, start : start + size].any(axis=1).all():
                     raise ObservationError("an action mask allows no action at all for some row; allow at least one")
                 start += size
+
+
+def _mask_sizes(graph: Any, mask_size: int | None) -> list[list[int]]:
+    """For each categorical node that reads the action mask, the sizes of its mask's blocks."""
+    found = []
+    for node in graph.nodes():
+        if mask_size is not None and node.op in ("categorical", "multi_categorical") and len(node.inputs) > 1:
+            sizes = node.resolved_attrs()["sizes"] if node.op == "multi_categorical" else [mask_size]
+            if not isinstance(sizes, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+                raise GraphError(f"op {node.op!r}: attribute 'sizes' must be a list of integers, found {sizes!r:.100}")
+            found.append(sizes)
+    return found

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from rlport.errors import GraphError, ObservationError, RlportError
+from rlport.errors import GraphError, ObservationError, RlportError, UnsupportedError
 from rlport.graph.schema import op_schema
 from rlport.runtimes.numpy_runtime import _live_steps
 
@@ -86,17 +86,30 @@ ACTIVATIONS: dict[str, Callable[..., Any]] = {
 # ---- pre-processing ----------------------------------------------------------------------
 
 
-_TORCH_DTYPES = {
-    name: torch.from_numpy(np.zeros(0, dtype=name)).dtype
-    for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64")
-}
+_NUMERIC_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+_NUMERIC_DTYPES += ("float16", "float32", "float64")
+_TORCH_DTYPES = {name: torch.from_numpy(np.zeros(0, dtype=name)).dtype for name in _NUMERIC_DTYPES}
 
 
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a numpy dtype name (``"float32"`` -> ``torch.float32``); a dict lookup, traceable."""
-    if name in _TORCH_DTYPES:
+def torch_dtype(name: Any) -> torch.dtype:
+    """The torch dtype of a numpy dtype name (``"float32"`` -> ``torch.float32``); a dict lookup, traceable.
+
+    Raises:
+        UnsupportedError: not the name of a numpy bool, integer or float dtype (``"complex64"``, ``"U5"``...).
+    """
+    if isinstance(name, str) and name in _TORCH_DTYPES:
         return _TORCH_DTYPES[name]
-    return torch.from_numpy(np.zeros(0, dtype=np.dtype(name))).dtype
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in _TORCH_DTYPES:
+        shown = repr(name)
+        raise UnsupportedError(
+            f"dtype {shown if len(shown) <= 100 else shown[:100] + '...'} has no torch equivalent here; "
+            f"supported: {', '.join(_NUMERIC_DTYPES)}"
+        )
+    return _TORCH_DTYPES[dtype.name]
 
 
 def _normalize(x, *, mean, var, epsilon, clip):
@@ -294,7 +307,7 @@ IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
 """op name -> torch function; the keys are exactly :data:`rlport.graph.schema.OPS`."""
 
 _RENAMED_PARAMS = {("gaussian", "log_std"): "log_std_param"}  # a parameter that shares an input's name
-_RUNTIME_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+_RUNTIME_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError)  # ArithmeticError: OverflowError
 
 
 # ---- the graph as a module ---------------------------------------------------------------
@@ -332,7 +345,10 @@ class GraphModule(nn.Module):
                 if name not in attribute:
                     attribute[name] = self._register(name, tensors[name], set(attribute.values()))
                 params[_RENAMED_PARAMS.get((node.op, role), role)] = attribute[name]
-            self._steps.append((IMPLEMENTATIONS[node.op], params, node.resolved_attrs(), op_schema(node.op).stochastic))
+            attrs = node.resolved_attrs()
+            if node.op == "cast":
+                torch_dtype(attrs["dtype"])  # any other dtype name is refused here, by name
+            self._steps.append((IMPLEMENTATIONS[node.op], params, attrs, op_schema(node.op).stochastic))
         self.tensor_names = {value: key for key, value in attribute.items()}
         """attribute name -> the bundle's tensor name."""
         steps = [(index, node) for index, node in enumerate(graph.nodes())]
