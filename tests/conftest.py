@@ -1,4 +1,4 @@
-"""Make the helper modules in tests/ (isolation.py) importable from every test folder."""
+"""Helper modules in tests/ (isolation.py, zoo.py) importable from every test folder; the zoo_sample fixture."""
 
 import os
 import sys
@@ -9,6 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from hypothesis import HealthCheck, settings
+
+from zoo import require_zoo_sample
 
 # Fuzz tests run the same examples every time: a red CI run then always means a code change.
 settings.register_profile(
@@ -27,3 +29,12 @@ def _sb3_logs_in_pytests_tmp(tmp_path_factory):
         os.environ.pop("SB3_LOGDIR", None)
     else:
         os.environ["SB3_LOGDIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def zoo_sample() -> Path:
+    """The RL Zoo sample folder (``$RLPORT_ZOO_SAMPLE``, else ``../shared/zoo-sample``); see tests/zoo.py.
+
+    Missing: the test fails in CI (``CI=true``) or when ``$RLPORT_ZOO_SAMPLE`` is set, and skips elsewhere.
+    """
+    return require_zoo_sample()

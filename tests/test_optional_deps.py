@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,3 +89,77 @@ def test_to_sb3_without_sb3_names_the_extra(bundles):
         """
     )
     assert result["error"] is not None and 'pip install "rlport[sb3]"' in result["error"]
+
+
+# ---- a numpy-only install, as pip leaves it: the packages are absent (ModuleNotFoundError), not broken ---------
+
+MISSING = textwrap.dedent(
+    """
+    import sys, importlib.abc
+
+    MISSING = {missing!r}
+
+    class Missing(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in MISSING:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Missing())
+    from rlport.cli.main import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+NUMPY_ONLY = ("torch", "stable_baselines3", "sb3_contrib", "gymnasium", "gym", "onnx", "onnxruntime", "yaml")
+
+
+def rlport_without(missing: tuple[str, ...], *args: str, cwd=None) -> subprocess.CompletedProcess:
+    """``rlport ARGS`` in a process where the ``missing`` packages are not installed."""
+    code = MISSING.format(missing=missing)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def one_line_naming(done: subprocess.CompletedProcess, extra: str) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert f'pip install "rlport[{extra}]"' in lines[0]
+    return lines[0]
+
+
+def test_demo_on_a_numpy_only_install_names_the_sb3_extra(tmp_path):
+    done = rlport_without(NUMPY_ONLY, "demo", "--out", str(tmp_path / "demo"))
+    assert one_line_naming(done, "sb3").startswith("rlport demo: ")
+    assert not (tmp_path / "demo").exists()  # refused before any work
+
+
+def test_export_sb3_on_a_numpy_only_install_names_the_sb3_extra(bundles, tmp_path):
+    done = rlport_without(NUMPY_ONLY, "export", str(bundles["ppo"]), "--format", "sb3", "-o", str(tmp_path / "m.zip"),
+                          "--allow-missing-critic")  # fmt: skip
+    one_line_naming(done, "sb3")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_package_with_json_is_a_json_error(bundles, tmp_path):
+    done = rlport_without(NUMPY_ONLY, "export", str(bundles["ppo"]), "--format", "sb3", "-o", str(tmp_path / "m.zip"),
+                          "--allow-missing-critic", "--json")  # fmt: skip
+    error = json.loads(done.stdout)["error"]
+    assert error["type"] == "MissingDependencyError" and error["exit_code"] == 2
+    assert 'pip install "rlport[sb3]"' in error["message"]
+
+
+def test_zoo_import_without_yaml_names_the_yaml_extra(tmp_path):
+    run = tmp_path / "ppo" / "CartPole-v1_1"
+    (run / "CartPole-v1").mkdir(parents=True)
+    config = "!!python/object/apply:collections.OrderedDict\n- - - n_envs\n    - 1\n"
+    (run / "CartPole-v1" / "config.yml").write_text(config)
+    (run / "CartPole-v1.zip").write_bytes(b"")
+    done = rlport_without(NUMPY_ONLY, "import", str(run), "-o", str(tmp_path / "out.rlp"))
+    assert "rlport[sb3]" not in one_line_naming(done, "yaml")  # YAML alone: not torch, SB3 and MuJoCo
+
+
+def test_the_yaml_extra_is_declared():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["yaml"] == ["pyyaml>=6"]

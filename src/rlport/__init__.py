@@ -42,6 +42,8 @@ __all__ = [
     "import_sb3",
     "import_zoo",
     "to_sb3",
+    "export_sb3",
+    "export_zoo",
     "RlportError",
     "BundleError",
     "FormatVersionError",
@@ -62,11 +64,11 @@ __all__ = [
 BACKENDS = ("numpy", "torch", "onnx")
 
 
-def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = None, device: str = "cpu"):
+def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | None = None, device: str = "cpu"):
     """Load a bundle; return a policy with SB3's ``predict(obs, state, episode_start, deterministic)``.
 
     Args:
-        path: the ``.rlp`` file.
+        path: the ``.rlp`` file, or a :class:`Bundle` already in memory (``rlport.from_sb3(...)``).
         backend: ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
             or ``"onnx"`` (onnxruntime; sampling draws with numpy, as the numpy backend does).
         seed: seed for ``deterministic=False`` sampling.
@@ -75,12 +77,18 @@ def load(path: str | os.PathLike, backend: str = "numpy", seed: int | None = Non
     Example:
         >>> policy = rlport.load("cartpole.rlp")                     # doctest: +SKIP
         >>> action, _ = policy.predict(obs, deterministic=True)      # doctest: +SKIP
+        >>> policy = rlport.load(rlport.from_sb3(model))              # doctest: +SKIP
     """
     if backend not in BACKENDS:
         raise UnsupportedError(f"backend {backend!r} is not available; supported: {', '.join(BACKENDS)}")
     if backend != "torch" and str(device) != "cpu":
         raise UnsupportedError(f"device={device!r} applies to the torch backend; the {backend} backend runs on the CPU")
-    bundle = Bundle.load(path)
+    if isinstance(path, Bundle):
+        bundle = path
+    elif isinstance(path, (str, os.PathLike)):
+        bundle = Bundle.load(path)
+    else:
+        raise BundleError(f"load() takes a bundle's path or a Bundle, not {type(path).__name__}")
     if backend == "torch":
         from rlport.runtimes.torch_runtime import TorchPolicy
 
@@ -140,3 +148,29 @@ def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -
     from rlport.exporters.to_sb3 import to_sb3 as _to_sb3
 
     return _to_sb3(bundle, env=env, **kwargs)
+
+
+def export_sb3(bundle: Bundle | str | os.PathLike, path: str | os.PathLike, **kwargs: Any) -> list:
+    """Write a bundle as an SB3 ``.zip`` (and ``NAME.vecnormalize.pkl``) that ``ALGO.load`` reads.
+
+    See :func:`rlport.exporters.to_sb3.export_sb3` for the arguments.
+
+    Example:
+        >>> rlport.export_sb3("walker.rlp", "walker.zip")               # doctest: +SKIP
+    """
+    from rlport.exporters.to_sb3 import export_sb3 as _export_sb3
+
+    return _export_sb3(bundle, path, **kwargs)
+
+
+def export_zoo(bundle: Bundle | str | os.PathLike, folder: str | os.PathLike, **kwargs: Any) -> Any:
+    """Write a bundle as an RL Zoo run folder that the zoo's ``enjoy`` plays as it was trained.
+
+    See :func:`rlport.exporters.zoo_export.export_zoo` for the arguments.
+
+    Example:
+        >>> rlport.export_zoo("walker.rlp", "logs/ppo/Walker2d-v4_1")   # doctest: +SKIP
+    """
+    from rlport.exporters.zoo_export import export_zoo as _export_zoo
+
+    return _export_zoo(bundle, folder, **kwargs)

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from rlport.errors import RlportError
+from rlport.errors import RlportError, require
 
-__all__ = ["run_demo", "latency_us"]
+__all__ = ["run_demo", "latency_us", "require_training_packages"]
 
 ENV_ID = "CartPole-v1"
 
@@ -33,6 +33,12 @@ def latency_us(predict: Any, obs: Any, calls: int = 2000, repeats: int = 5) -> f
             predict(obs, deterministic=True)
         runs.append((time.perf_counter_ns() - began) / calls / 1000)
     return float(np.median(runs))
+
+
+def require_training_packages() -> None:
+    """Raise :class:`~rlport.errors.MissingDependencyError` (one line, ``rlport[sb3]``) unless the demo can train."""
+    for module in ("gymnasium", "torch", "stable_baselines3"):
+        require(module, "sb3", "rlport demo (it trains a PPO with stable-baselines3)")
 
 
 def _train(timesteps: int, seed: int, progress: Any) -> Any:
@@ -114,6 +120,7 @@ def run_demo(
     from rlport.cli.progress import Progress
     from rlport.envs import make_env, run_episodes
 
+    require_training_packages()
     bar = progress or (lambda total, label: Progress(total, label, silent=True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

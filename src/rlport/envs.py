@@ -230,11 +230,15 @@ def check_spaces(
 ) -> None:
     """Raise :class:`SpaceError` naming the first difference between the env's and the bundle's spaces.
 
+    Differences of representation only are not differences: float32 and float64 observations,
+    bounds that are equal once cast to the narrower float type, and float32's largest value
+    where the other side has infinity (older gym releases wrote ``3.4e38`` for unbounded).
+
     Args:
         policy: a loaded policy (its ``observation_space`` and ``action_space`` specs).
         env: a gymnasium env.
-        exact: compare everything; when False, only types, shapes, sizes and dtype kinds
-            (Box bounds and float widths may differ: the graph casts observations anyway).
+        exact: also compare Box bounds (up to representation); when False, only types, shapes,
+            sizes and dtype kinds (bounds may differ: the graph casts observations anyway).
         hint: what the message tells the user to do.
     """
     from rlport.bundle.spaces import is_image
@@ -248,15 +252,49 @@ def check_spaces(
             and getattr(theirs, "shape", None) == tuple(ours.shape[i] for i in (1, 2, 0))
         ):
             continue  # channel-last env, channel-first policy: predict transposes, as SB3 does
-        if _layout(theirs, exact) != _layout(ours, exact):
+        if _layout_json(theirs.to_json()) != _layout_json(ours.to_json()):
             raise SpaceError(
                 f"the env's {role} space {_describe(theirs)} differs from the bundle's {_describe(ours)}; {hint}"
             )
+        if exact:
+            _check_bounds(role, theirs, ours, hint)
 
 
-def _layout(spec: Any, with_bounds: bool) -> Any:
+def _check_bounds(role: str, theirs: Any, ours: Any, hint: str) -> None:
+    """Raise :class:`SpaceError` at the first Box (of two spaces of one layout) whose bounds differ in value."""
+    from rlport.bundle.spaces import BoxSpec, leaves
+
+    for (key, a), (_, b) in zip(leaves(theirs), leaves(ours), strict=True):
+        if isinstance(a, BoxSpec) and isinstance(b, BoxSpec) and not _same_bounds(a, b):
+            where = f"{role} space" + (f" {'.'.join(key)}" if key else "")
+            raise SpaceError(
+                f"the env's {where} bounds {_describe_bounds(a)} differ from the bundle's {_describe_bounds(b)}; {hint}"
+            )
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _same_bounds(a: Any, b: Any) -> bool:
+    """Box bounds equal in value: compared in the narrower float type, ``+-float32 max`` read as ``+-inf``."""
+    kinds = {np.dtype(a.dtype).kind, np.dtype(b.dtype).kind}
+    if kinds != {"f"}:
+        return np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high)
+    narrow = min(np.dtype(a.dtype), np.dtype(b.dtype), key=lambda d: d.itemsize)
+    pairs = ((a.low, b.low), (a.high, b.high))
+    return all(np.array_equal(_as_value(x, narrow), _as_value(y, narrow)) for x, y in pairs)
+
+
+def _as_value(bound: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        cast = bound.astype(dtype)
+    return np.where(np.abs(cast) >= FLOAT32_MAX, np.copysign(np.inf, cast), cast)
+
+
+def _describe_bounds(spec: Any) -> str:
     data = spec.to_json()
-    return data if with_bounds else _layout_json(data)
+    return ", ".join(f"{k}={data[k]}" if not isinstance(data[k], list) or len(data[k]) <= 8 else f"{k}=[...]"
+                     for k in ("low", "high"))  # fmt: skip
 
 
 def _layout_json(data: dict) -> Any:

@@ -90,19 +90,30 @@ class UnsafeFileError(RlportError):
     """A model file asks to run code or do something rlport refuses; nothing of it was executed."""
 
 
+_DISTRIBUTIONS = {"yaml": "PyYAML", "stable_baselines3": "stable-baselines3", "sb3_contrib": "sb3-contrib"}
+"""PyPI names of the optional modules whose import name differs."""
+
+
 def require(module: str, extra: str, feature: str):
-    """Import an optional dependency or raise :class:`MissingDependencyError` naming the extra.
+    """Import an optional dependency or raise :class:`MissingDependencyError`: one line naming the extra.
 
     Example:
         >>> np = require("numpy", "base", "the runtime")
+        >>> try:
+        ...     require("onnx_missing", "onnx", "ONNX export")
+        ... except MissingDependencyError as exc:
+        ...     print(exc)
+        ONNX export needs onnx-missing, which is not installed; pip install "rlport[onnx]"
     """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        root = module.split(".")[0]
+        package = _DISTRIBUTIONS.get(root, root.replace("_", "-"))
         raise MissingDependencyError(
-            f"{feature} needs the '{module}' package; install it with pip install \"rlport[{extra}]\""
+            f'{feature} needs {package}, which is not installed; pip install "rlport[{extra}]"'
         ) from exc
 
 

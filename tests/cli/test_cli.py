@@ -168,7 +168,8 @@ def test_export_sb3_gives_files_plain_sb3_loads(tmp_path, capsys):
     assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     outputs = result["outputs"]
-    assert outputs == [str(target), str(target.parent / "vecnormalize.pkl")] and result["warnings"] == []
+    # issue 11 item 3: the statistics are named after the model, so that a second export cannot replace them
+    assert outputs == [str(target), str(target.parent / "pendulum.vecnormalize.pkl")] and result["warnings"] == []
     model = SAC.load(target, device="cpu")
     venv = VecNormalize.load(outputs[1], make_vec_env("Pendulum-v1"))
     assert venv.obs_rms.count == 777.0 and venv.clip_obs == 4.0
@@ -183,7 +184,7 @@ def test_export_sb3_without_critic_is_refused_and_writes_nothing(tmp_path, capsy
     target = tmp_path / "pendulum.zip"
     assert main(["export", str(path), "--format", "sb3", "-o", str(target)]) == 2
     assert "--include-critic" in capsys.readouterr().err
-    assert not target.exists() and not (tmp_path / "vecnormalize.pkl").exists()
+    assert not target.exists() and not (tmp_path / "pendulum.vecnormalize.pkl").exists()
     assert main(["export", str(path), "--format", "sb3", "-o", str(target), "--allow-missing-critic"]) == 0
-    assert target.exists() and (tmp_path / "vecnormalize.pkl").exists()
+    assert target.exists() and (tmp_path / "pendulum.vecnormalize.pkl").exists()
     assert "warning: critic, critic_target start from a fresh initialisation" in capsys.readouterr().out

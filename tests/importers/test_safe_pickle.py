@@ -22,9 +22,9 @@ import pytest
 from rlport.errors import BundleError, RlportError, UnsafeFileError
 from rlport.importers import safe_pickle
 from rlport.importers.safe_pickle import GlobalRef, Instance, global_name
+from zoo import needs_zoo, zoo_files, zoo_params, zoo_sample_path
 
-ZOO = Path("/work/shared/zoo-sample")
-needs_zoo = pytest.mark.skipif(not ZOO.is_dir(), reason="zoo-sample folder absent")
+ZOO = zoo_sample_path()
 PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
 
 
@@ -371,7 +371,7 @@ def test_nothing_is_imported(tmp_path):
 
 
 def _serialized_fields():
-    for path in sorted(ZOO.glob("*/*/*.zip")) if ZOO.is_dir() else []:
+    for path in zoo_files("*/*/*.zip"):
         data = json.loads(zipfile.ZipFile(path).read("data"))
         for key, value in data.items():
             if isinstance(value, dict) and ":serialized:" in value:
@@ -382,7 +382,7 @@ CODE_FIELDS = {"learning_rate", "lr_schedule", "clip_range", "exploration_schedu
 
 
 @needs_zoo
-@pytest.mark.parametrize("path, key, raw", list(_serialized_fields()))
+@pytest.mark.parametrize("path, key, raw", zoo_params(list(_serialized_fields()), width=3))
 def test_zoo_data_fields(path, key, raw):
     """Every non-code field of every zoo model decodes; schedules (cloudpickled functions) are refused."""
     if key in CODE_FIELDS:

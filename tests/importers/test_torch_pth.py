@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ import torch
 
 from rlport.errors import BundleError, RlportError, UnsafeFileError, UnsupportedError
 from rlport.importers.torch_pth import read_torch_file
+from zoo import needs_zoo, zoo_files, zoo_params, zoo_sample_path
 
-ZOO = Path("/work/shared/zoo-sample")
-needs_zoo = pytest.mark.skipif(not ZOO.is_dir(), reason="zoo-sample folder absent")
+ZOO = zoo_sample_path()
 LEGACY_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.int16, torch.int32,
                  torch.int64, torch.uint8, torch.bool, torch.complex64, torch.complex128]  # fmt: skip
 ZIP_DTYPES = [*LEGACY_DTYPES, torch.uint16, torch.uint32, torch.uint64]  # torch's legacy writer cannot save these
@@ -197,7 +196,7 @@ def test_torch_is_not_imported(tmp_path):
 
 
 def _zoo_pth():
-    for path in sorted(ZOO.glob("*/*/*.zip")) if ZOO.is_dir() else []:
+    for path in zoo_files("*/*/*.zip"):
         with zipfile.ZipFile(path) as archive:
             for name in archive.namelist():
                 if name.endswith(".pth"):
@@ -205,7 +204,7 @@ def _zoo_pth():
 
 
 @needs_zoo
-@pytest.mark.parametrize("path, member", list(_zoo_pth()))
+@pytest.mark.parametrize("path, member", zoo_params(list(_zoo_pth()), width=2))
 def test_zoo_files(path, member):
     """Every policy.pth (zip and legacy, CPU and CUDA) equals torch.load; optimizer states are refused clearly."""
     data = zipfile.ZipFile(path).read(member)

@@ -165,8 +165,10 @@ def test_module_is_a_plain_nn_module_usable_under_no_grad():
     state = module.state_dict()
     assert set(module.tensor_names) == set(state)
     assert all(module.tensor_names[k] in bundle.tensors for k in state)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'obs'"):
+        module()  # forward takes exactly the graph's inputs (issue 11, item 17)
     with pytest.raises(GraphError, match="takes 1 inputs"):
-        module()
+        module.run_graph(())
 
 
 def test_module_forward_with_mask_none_and_recurrent_outputs():
@@ -176,7 +178,7 @@ def test_module_forward_with_mask_none_and_recurrent_outputs():
     assert action.dtype == torch.int64 and action.shape == (4,)
     spec = ModelSpec("RecurrentPPO", "MlpLstmPolicy", action="box", policy_kwargs={"n_lstm_layers": 2})
     recurrent = TorchPolicy(bundle_of(spec)).module
-    states = [torch.zeros(2, 4, 8) for _ in recurrent.graph.inputs_with_role("state")]
+    states = [torch.zeros(2, 4, 8) for _ in recurrent.policy_graph.inputs_with_role("state")]
     action, *next_states = recurrent(obs, *states, torch.ones(4))
     assert action.shape == (4, 3) and [s.shape for s in next_states] == [(2, 4, 8)] * len(states)
 
@@ -192,7 +194,7 @@ def test_torch_compile_of_the_module_gives_the_same_actions(spec):
     Slow because inductor builds C++ kernels: both cases take about 15 s on a cold inductor cache,
     5 s on a warm one. The compiled module must act as the uncompiled one on a batch and, after a
     recompilation, on a single row. ``fullgraph=True``: deterministic acting traces without a
-    graph break (an action mask given makes one: the all-false-row check reads tensor values).
+    graph break (compiled, the ops skip the checks that read tensor values, as ONNX graphs do).
     """
     module = TorchPolicy(bundle_of(spec)).module
     compiled = torch.compile(module, fullgraph=True)

@@ -15,9 +15,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rlport.errors import BundleError, UnsafeFileError
 from rlport.importers.vecnormalize import RunningStats, VecNormalizeStats, read_vecnormalize, vec_normalize_settings
+from zoo import needs_zoo, zoo_files, zoo_params, zoo_sample_path
 
-ZOO = Path("/work/shared/zoo-sample")
-ZOO_FILES = sorted(ZOO.glob("*/*/*/vecnormalize.pkl")) if ZOO.is_dir() else []
+ZOO = zoo_sample_path()
+ZOO_FILES = zoo_params([pytest.param(p, id=p.parts[-4]) for p in zoo_files("*/*/*/vecnormalize.pkl")])
 
 
 class DictEnv(gym.Env):
@@ -112,8 +113,8 @@ class TrustedUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-@pytest.mark.skipif(not ZOO_FILES, reason="zoo-sample folder absent")
-@pytest.mark.parametrize("path", ZOO_FILES, ids=[p.parts[-4] for p in ZOO_FILES])
+@needs_zoo
+@pytest.mark.parametrize("path", ZOO_FILES)
 def test_zoo_files_match_a_trusted_unpickling(path):
     raw = path.read_bytes()
     stats = read_vecnormalize(raw, what=str(path))
@@ -131,7 +132,7 @@ def test_zoo_files_match_a_trusted_unpickling(path):
     assert stats.ret_mean == float(trusted["ret_rms"].mean) and stats.ret_var == float(trusted["ret_rms"].var)
 
 
-@pytest.mark.skipif(not ZOO_FILES, reason="zoo-sample folder absent")
+@needs_zoo
 def test_zoo_dict_observation_file():
     stats = read_vecnormalize((ZOO / "her/PandaReach-v1_1/PandaReach-v1/vecnormalize.pkl").read_bytes(), what="t")
     assert stats.norm_obs_keys == ["achieved_goal", "desired_goal", "observation"]

@@ -1,4 +1,4 @@
-"""Acceptance on real published RL Zoo agents (``../shared/zoo-sample``; skipped when absent).
+"""Acceptance on real published RL Zoo agents (the ``zoo_sample`` fixture, tests/zoo.py: skipped or failed when absent).
 
 Every run imports. Where its env exists here, the bundle's actions equal SB3's own ``predict``
 (SB3 loaded with the usual ``custom_objects`` workaround, VecNormalize applied) on observations
@@ -13,21 +13,20 @@ deterministic envs have zero spread).
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import rlport
 from rlport.envs import make_env, run_episodes
+from zoo import needs_zoo, zoo_files, zoo_params, zoo_sample_path
 
-ZOO = Path(os.environ.get("RLPORT_ZOO_SAMPLE", Path(__file__).resolve().parents[2].parent / "shared" / "zoo-sample"))
-RUNS = sorted(p.parent.relative_to(ZOO).as_posix() for p in ZOO.glob("*/*/evaluations.npz")) if ZOO.is_dir() else []
-pytestmark = pytest.mark.skipif(not RUNS, reason=f"no RL Zoo sample at {ZOO}")
+ZOO = zoo_sample_path()
+RUNS = zoo_params([p.parent.relative_to(ZOO).as_posix() for p in zoo_files("*/*/evaluations.npz")])
+pytestmark = needs_zoo
 
 ALGOS = {"a2c": "A2C", "ppo": "PPO", "dqn": "DQN", "sac": "SAC", "ddpg": "DDPG", "td3": "TD3",
          "qrdqn": "QRDQN", "ars": "ARS", "trpo": "TRPO", "tqc": "TQC"}  # fmt: skip

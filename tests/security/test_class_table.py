@@ -22,7 +22,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -217,14 +216,10 @@ def test_the_table_needs_neither_torch_nor_sb3():
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"refused": True, "loaded": []}
 
 
-ZOO = Path(os.environ.get("RLPORT_ZOO_SAMPLE", Path(__file__).resolve().parents[2].parent / "shared" / "zoo-sample"))
-
-
-@pytest.mark.skipif(not ZOO.is_dir(), reason=f"no RL Zoo sample at {ZOO}")
-def test_every_class_the_zoo_sample_records_is_in_the_table():
+def test_every_class_the_zoo_sample_records_is_in_the_table(zoo_sample):
     from rlport.importers.sb3_import import import_sb3
 
-    zips = sorted(ZOO.glob("*/*/*.zip"))
+    zips = sorted(zoo_sample.glob("*/*/*.zip"))
     assert zips
     for path in zips:
         with warnings.catch_warnings():

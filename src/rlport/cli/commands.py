@@ -6,55 +6,147 @@ Each calls one public function of rlport and prints its result (see ``output.py`
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, printable, table
+from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, emit_error, printable, table
 from rlport.errors import RlportError
 
 __all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_inspect", "cmd_run"]
 
 
+_FLOAT_MAX = {"float16": 65504.0, "float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
+_MAX = re.compile(r"(?<![\w-])-?max(?!\w)")
+_LIST_LIMIT = 6
+"""Per-element bounds of at most this many elements are listed; longer ones are summarised as ``min..max``."""
+
+
 def _space_text(space: dict[str, Any]) -> str:
+    """One line for a space: ``Box(4,) float32, low [-4.8, -max, ...], high [...]``, ``Discrete(2)``, ``Dict: ...``."""
     kind = space["type"]
     if kind == "box":
-        return f"Box{tuple(space['shape'])} {space['dtype']} [{_bound(space['low'])}, {_bound(space['high'])}]"
+        dtype, low, high = space["dtype"], space["low"], space["high"]
+        head = f"Box{tuple(space['shape'])} {dtype}"
+        if not isinstance(low, list) and not isinstance(high, list):
+            return f"{head} in [{_bound(low, dtype)}, {_bound(high, dtype)}]"
+        return f"{head}, low {_bound(low, dtype)}, high {_bound(high, dtype)}"
     if kind == "discrete":
-        return f"Discrete({space['n']})" + (f" start={space['start']}" if space.get("start") else "")
+        return f"Discrete({space['n']})" + (f" starting at {space['start']}" if space.get("start") else "")
     if kind == "multi_discrete":
         return f"MultiDiscrete({space['nvec']})"
     if kind == "multi_binary":
         return f"MultiBinary({space['shape']})"
-    return "Dict(" + ", ".join(f"{e['key']}: {_space_text(e['space'])}" for e in space["spaces"]) + ")"
+    return "Dict: " + "; ".join(f"{e['key']}: {_space_text(e['space'])}" for e in space["spaces"])
 
 
-def _bound(value: Any) -> str:
-    if isinstance(value, list):
-        return f"{min(map(float, value)):g}..{max(map(float, value)):g}" if value else "-"
-    return str(value)
+def _bound(value: Any, dtype: str = "float64") -> str:
+    """A Box bound for people: ``inf``, ``max`` for the dtype's largest float, 4 significant digits.
+
+    Per-element bounds that are all equal read as one number; up to :data:`_LIST_LIMIT` elements are
+    listed, longer ones summarised as ``min..max``.
+    """
+    if not isinstance(value, list):
+        return _number(value, dtype)
+    if not value:
+        return "-"
+    numbers = [float(v) for v in value]
+    if len(set(numbers)) == 1:
+        return _number(numbers[0], dtype)
+    if len(numbers) <= _LIST_LIMIT:
+        return "[" + ", ".join(_number(v, dtype) for v in numbers) + "]"
+    return f"{_number(min(numbers), dtype)}..{_number(max(numbers), dtype)}"
+
+
+def _number(value: Any, dtype: str) -> str:
+    """``-inf``/``inf``, ``-max``/``max`` (the largest finite value of a float dtype), else ``%.4g``."""
+    number = float(value)
+    sign = "-" if number < 0 else ""
+    if number in (float("inf"), float("-inf")):
+        return f"{sign}inf"
+    if dtype in _FLOAT_MAX and abs(number) >= _FLOAT_MAX[dtype] * (1 - 1e-6):
+        return f"{sign}max"
+    return f"{number:.4g}"
+
+
+def _trained_on(prov: dict[str, Any]) -> str:
+    """The training device: ``device`` when recorded, else SB3's ``GPU Enabled`` (imports record only that)."""
+    if prov.get("device"):
+        return str(prov["device"])
+    gpu = str(prov.get("gpu_enabled", "")).strip().lower()
+    return {"true": "cuda", "false": "cpu"}.get(gpu, "an unknown device")
+
+
+def _env_text(env: dict[str, Any]) -> str:
+    """The env id, its kwargs, time limit and wrappers: ``Walker2d-v4, wrappers: time_feature max_steps=1000``."""
+    if not env["id"]:
+        return "none recorded (pass --env ID to run it)"
+    parts = [env["id"]]
+    parts += [f"kwargs {env['kwargs']}"] if env["kwargs"] else []
+    parts += [f"time limit {env['max_episode_steps']} steps"] if env.get("max_episode_steps") else []
+    wrappers = [" ".join([w["name"], *(f"{k}={v}" for k, v in w.get("kwargs", {}).items())]) for w in env["wrappers"]]
+    parts += [f"wrappers: {', '.join(wrappers)}"] if wrappers else ["no wrappers"]
+    return ", ".join(parts)
+
+
+def _versions_text(prov: dict[str, Any]) -> str:
+    """The versions recorded at export: ``python 3.7.10, numpy 1.21.3, gym 0.19.0, torch 1.10.0, Linux x86_64``."""
+    names = ("python", "numpy", "gymnasium", "gym", "torch")
+    parts = [f"{name} {prov[name]}" for name in names if prov.get(name)]
+    parts += [_platform_text(str(prov["platform"]))] if prov.get("platform") else []
+    return ", ".join(parts) or "no versions recorded"
+
+
+def _platform_text(platform: str) -> str:
+    """``Linux-5.14.21-...-x86_64-with-glibc2.31 #1 SMP ...`` -> ``Linux x86_64`` (system and machine)."""
+    system = platform.split("-", 1)[0].split()[0] if platform.strip() else "?"
+    machine = re.search(r"x86_64|amd64|aarch64|arm64|armv\w+|i[3-6]86|ppc64\w*|s390x|riscv64", platform, re.I)
+    return f"{system} {machine.group()}" if machine else system
+
+
+def _space_rows(role: str, space: dict[str, Any]) -> list[tuple[str, str]]:
+    """A row for a space; a Dict space gets a row per key under a heading row."""
+    if space["type"] != "dict":
+        return [(role, _space_text(space))]
+    rows = [(role, f"Dict of {len(space['spaces'])} keys")]
+    return rows + [(f"  {e['key']}", _space_text(e["space"])) for e in space["spaces"]]
 
 
 def _render_inspect(s: dict[str, Any]) -> str:
     prov = {key: value for key, value in s["provenance"].items() if value is not None}
     framework = f"{prov.get('framework', '?')} {prov.get('framework_version', '')}".strip()
-    trained = f"{prov.get('num_timesteps', '?')} steps on {prov.get('device', '?')}"
+    steps = prov.get("num_timesteps")
+    steps_text = f"{steps:,}" if isinstance(steps, int) else "an unknown number of"
     critic = "kept" if s["includes_critic"] else "not kept"
+    origin = prov.get("imported_from")
+    origin_text = f", imported from {origin}" if origin else ""
+    origin_text += f" of RL Zoo run {prov['zoo_run']}" if prov.get("zoo_run") else ""
     rows = [
         ("format", s["format_version"]),
-        ("algorithm", f"{prov.get('algorithm', '?')} ({framework})"),
-        ("trained", f"{trained}, exported {prov.get('created', '?')}"),
-        ("env", f"{s['env']['id']}" + (f" {s['env']['kwargs']}" if s["env"]["kwargs"] else "")),
-        ("observation", _space_text(s["observation_space"])),
-        ("action", _space_text(s["action_space"])),
+        ("algorithm", f"{prov.get('algorithm', '?')}, {framework}" + (f", {prov['policy_class']}"
+                                                                      if prov.get("policy_class") else "")),
+        ("trained", f"{steps_text} steps on {_trained_on(prov)}"),
+        ("exported", f"{prov.get('created', '?')} by {prov.get('exporter', '?')}{origin_text}"),
+        ("recorded with", _versions_text(prov)),
+        ("env", _env_text(s["env"])),
+        *_space_rows("observation", s["observation_space"]),
+        *_space_rows("action", s["action_space"]),
         ("preprocess", " -> ".join(s["graph"]["preprocess"]) or "-"),
         ("policy", " -> ".join(s["graph"]["policy"])),
         ("postprocess", " -> ".join(s["graph"]["postprocess"]) or "-"),
         ("parameters", f"{s['parameters']:,} in the graph, {s['tensors']} tensors, critic {critic}"),
         ("recurrent", "yes" if s["recurrent"] else "no"),
-        ("probes", f"{s['probes']['count']} ({s['probes']['source']})" if s["probes"] else "none"),
+        ("probes", f"{s['probes']['count']}, from {s['probes']['source']}" if s["probes"] else "none"),
     ]  # fmt: skip
-    return table(rows)
+    if prov.get("published_return_mean") is not None:
+        spread = f" ± {prov['published_return_std']:.2f}" if prov.get("published_return_std") is not None else ""
+        episodes = f" over {prov['published_episodes']} episodes" if prov.get("published_episodes") else ""
+        rows.append(("published return", f"{prov['published_return_mean']:.2f}{spread}{episodes}, RL Zoo"))
+    text = table(rows)
+    if any(_MAX.search(value) for role, value in rows if role in ("observation", "action") or role.startswith(" ")):
+        text += "\n\nmax: the largest finite value of the space's float type (gym's stand-in for infinity)"
+    return text
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -77,10 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_spaces(policy, env, exact=False)
     except RlportError as exc:
         print(f"rlport run: {printable(str(exc))}", file=sys.stderr)
+        if args.json:
+            emit_error(type(exc).__name__, str(exc), EXIT_CHECK_FAILED)
         return EXIT_CHECK_FAILED
-    try:
-        check_spaces(policy, env)
-    except RlportError as exc:  # same layout, other bounds or float width (an older env version)
+    try:  # float width and float32-max-for-inf are representation only: they pass without a word
+        check_spaces(policy, env, hint="the layout is the same, so the policy runs (another version of the env?)")
+    except RlportError as exc:  # same layout, bounds of other values (an older env version)
         print(f"rlport run: note: {printable(str(exc))}", file=sys.stderr)
     with Progress(args.episodes, "episodes") as bar:
         stats = run_episodes(
@@ -131,7 +225,9 @@ def _render_demo(r: dict[str, Any]) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     """``rlport demo``: train, export, reload and compare with SB3 (``rlport.demo.run_demo``)."""
     from rlport.cli.progress import Progress
-    from rlport.demo import run_demo
+    from rlport.demo import require_training_packages, run_demo
+
+    require_training_packages()  # before any folder is made or any step trained
 
     result = run_demo(args.out, timesteps=args.timesteps, episodes=args.episodes, seed=args.seed, progress=Progress)
     emit(result, args.json, _render_demo)
@@ -144,27 +240,40 @@ def cmd_import(args: argparse.Namespace) -> int:
     import warnings
 
     from rlport.bundle.container import check_destination
-    from rlport.errors import RlportWarning
+    from rlport.errors import MissingDependencyError, RlportWarning
     from rlport.importers.sb3_import import import_sb3
-    from rlport.importers.zoo import import_zoo
+    from rlport.importers.zoo import import_zoo, run_of_model
 
     began = time.perf_counter()
     source = Path(args.source)
-    for option in ("vecnormalize", "algorithm"):
+    for option in ("vecnormalize", "algorithm", "no_vecnormalize"):
         if source.is_dir() and getattr(args, option):
-            print(f"rlport import: --{option} is read from the run folder; drop the option", file=sys.stderr)
+            flag = "--" + option.replace("_", "-")
+            print(f"rlport import: {flag} is for a model .zip; a run folder brings its own, drop the option",
+                  file=sys.stderr)  # fmt: skip
             return EXIT_BAD_INPUT
+    if args.vecnormalize and args.no_vecnormalize:
+        print("rlport import: --vecnormalize and --no-vecnormalize contradict each other; pass one", file=sys.stderr)
+        return EXIT_BAD_INPUT
     for path in (source, args.vecnormalize):
         if path is not None:
             _refuse_special_file(Path(path))
     check_destination(Path(args.output), "the bundle")  # before the import's work, not after
+    # a model inside an RL Zoo run folder (RUN/ENV.zip beside RUN/ENV/) acts as the run's agent only with the
+    # run's statistics and wrappers: import the whole run, unless the user chose (--vecnormalize, --no-vecnormalize)
+    run = None if source.is_dir() or args.vecnormalize or args.no_vecnormalize else run_of_model(source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
-        if source.is_dir():
-            bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
-                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
-                                env_module=args.env_module)  # fmt: skip
+        if source.is_dir() or run is not None:
+            try:
+                bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
+                                    fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
+                                    env_module=args.env_module, algorithm=args.algorithm)  # fmt: skip
+            except MissingDependencyError as exc:  # reading the run needs YAML; the .zip alone does not
+                if run is None:
+                    raise
+                raise MissingDependencyError(f"{exc}; or pass --no-vecnormalize to import {source} alone") from exc
         else:
             bundle = import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, probes=args.probes,
                                 include_critic=args.include_critic, algorithm=args.algorithm,
@@ -182,6 +291,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         "sb3_version": prov.get("framework_version"),
         "normalized": any(n.op == "normalize" for n in bundle.graph.preprocess),
         "published_return": prov.get("published_return_mean"),
+        "zoo_run": str(run or source) if source.is_dir() or run is not None else None,
+        "note": _whole_run_note(source, run) if run is not None else None,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, RlportWarning)],
         "size_bytes": Path(args.output).stat().st_size,
     }
@@ -196,11 +307,19 @@ def cmd_import(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         if r["published_return"] is not None:
             rows.append(("published return", f"{r['published_return']:.2f} (from evaluations.npz)"))
+        rows += [("note", r["note"])] if r["note"] else []
         rows += [("warning", w) for w in r["warnings"]]
         return table(rows)
 
     emit(result, args.json, render)
     return EXIT_OK
+
+
+def _whole_run_note(model: Path, run: Path) -> str:
+    """What ``rlport import RUN/ENV.zip`` did, and how to ask for the .zip alone."""
+    return (f"{model} is the model of the RL Zoo run {run}: imported the whole run, as `rlport import {run}` does "
+            "(its VecNormalize statistics, wrappers, env id and published returns); --no-vecnormalize imports "
+            "the .zip alone")  # fmt: skip
 
 
 def _refuse_special_file(path: Path) -> None:
@@ -221,10 +340,10 @@ def _refuse_special_file(path: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``rlport export``: write a bundle as ONNX or as an SB3 .zip."""
+    """``rlport export``: write a bundle as ONNX, as an SB3 .zip or as an RL Zoo run folder."""
     from rlport.bundle.bundle import Bundle
 
-    if args.format == "sb3":
+    if args.format in ("sb3", "zoo"):
         return _export_sb3(args)
     from rlport.exporters.onnx_export import export_onnx
 
@@ -237,18 +356,58 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_sb3(args: argparse.Namespace) -> int:
+    """``--format sb3`` (``export_sb3``) and ``--format zoo`` (``export_zoo``): each file written, and how to load it.
+
+    The critic is checked first, from the bundle alone: a refusal comes before torch and SB3 are imported.
+    """
     import warnings
 
+    from rlport.bundle.bundle import Bundle
     from rlport.errors import RlportWarning
-    from rlport.exporters.to_sb3 import export_sb3
+    from rlport.exporters.to_sb3 import check_critic, export_sb3
 
+    if args.format == "zoo" and args.vecnormalize:
+        print("rlport export: --vecnormalize is for --format sb3; the zoo layout keeps the statistics at "
+              "DIR/ENV/vecnormalize.pkl, drop the option", file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
+    bundle = Bundle.load(args.bundle)
+    check_critic(bundle, args.allow_missing_critic, option="pass --allow-missing-critic")
+    options = dict(allow_missing_critic=args.allow_missing_critic, overwrite=args.force, env_module=args.env_module)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
-        paths = export_sb3(args.bundle, args.output, args.vecnormalize, allow_missing_critic=args.allow_missing_critic)
-    notes = [str(w.message) for w in caught if issubclass(w.category, RlportWarning)]
-    result = {"outputs": [str(p) for p in paths], "format": "sb3", "warnings": notes}
-    load = f"ALGO.load({str(paths[0])!r})" + (f" and VecNormalize.load({str(paths[1])!r}, venv)" if paths[1:] else "")
-    text = f"exported {args.bundle} to {', '.join(result['outputs'])}; load with {load}"
-    emit(result, args.json, lambda r: "\n".join([text, *(f"warning: {note}" for note in notes)]))
+        if args.format == "zoo":
+            from rlport.exporters.zoo_export import enjoy_command, export_zoo
+
+            paths, enjoy = export_zoo(bundle, args.output, **options), enjoy_command(args.output, bundle)
+        else:
+            paths, enjoy = export_sb3(bundle, args.output, args.vecnormalize, **options), None
+    algorithm = bundle.source.get("algorithm") if isinstance(bundle.source.get("algorithm"), str) else "ALGO"
+    result = {
+        "format": args.format,
+        "outputs": [str(p) for p in paths],
+        "algorithm": algorithm,
+        "enjoy": enjoy,
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, RlportWarning)],
+    }
+
+    zoo_files = {"config.yml": "hyperparameters, normalize, env_wrapper", "args.yml": "algo, env, env_kwargs"}
+
+    def render(r: dict[str, Any]) -> str:
+        model, *rest = r["outputs"]
+        rows = [("model", model, f"{r['algorithm']}.load({model!r})")]
+        for path in rest:
+            if path.endswith(".pkl"):
+                rows.append(("statistics", path, f"VecNormalize.load({path!r}, venv)"))
+            else:
+                rows.append((Path(path).stem, path, zoo_files.get(Path(path).name, "")))
+        what = f"an RL Zoo run folder {args.output}" if r["format"] == "zoo" else "an SB3 model"
+        lines = [f"exported {args.bundle} as {what}:", table([("", *row) for row in rows])]
+        if r["format"] == "zoo":
+            lines.append(f"play it with: {r['enjoy']}" if r["enjoy"] else
+                         "RL Zoo's enjoy finds runs at FOLDER/ALGO/ENV_N (e.g. logs/a2c/Pendulum-v1_1): "
+                         "export there to play it with python -m rl_zoo3.enjoy")  # fmt: skip
+        return "\n".join([*lines, *(f"warning: {note}" for note in r["warnings"])])
+
+    emit(result, args.json, render)
     return EXIT_OK

@@ -15,9 +15,12 @@ __all__ = ["cmd_fingerprint", "cmd_pack", "cmd_requirements", "cmd_verify"]
 
 
 def _render_checks(r: dict[str, Any]) -> str:
-    rows = [("check", "result", "measured", "tolerance", "detail")]
-    rows += [(c["name"], c["status"], c["measured"], c["tolerance"], c["detail"][:120]) for c in r["checks"]]
-    return table(rows) + "\n\n" + ("OK: no check failed" if r["ok"] else "FAILED: see the FAIL rows")
+    """The verify report as a table fitted to the terminal (100 columns when not a terminal), then the verdict."""
+    import shutil
+
+    from rlport.verify.render import render_report
+
+    return render_report(r, shutil.get_terminal_size((100, 24)).columns)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -55,20 +58,47 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_requirements(args: argparse.Namespace) -> int:
-    """``rlport requirements``: print the pinned requirements to run a bundle (``deploy.requirements``)."""
-    from rlport.bundle.bundle import Bundle
-    from rlport.deploy import requirements
+    """``rlport requirements``: print the pinned requirements to run a bundle (``deploy.pinned_requirements``).
 
-    lines = requirements(Bundle.load(args.bundle), backend=args.backend, with_env=not args.no_env)
-    emit({"requirements": lines}, args.json, lambda r: "\n".join(r["requirements"]))
+    The text is a ``requirements.txt``: a comment line for each pin that differs from the version
+    recorded at export (and why), then one requirement per line.
+    """
+    from rlport.bundle.bundle import Bundle
+    from rlport.deploy import pinned_requirements
+
+    needs = pinned_requirements(Bundle.load(args.bundle), backend=args.backend, with_env=not args.no_env,
+                                python=args.python)  # fmt: skip
+    result = {"requirements": list(needs.lines), "notes": list(needs.notes), "python": _python(needs.python)}
+    emit(result, args.json, lambda r: needs.text().rstrip("\n"))
     return EXIT_OK
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    """``rlport pack``: write a folder to copy to the device (``deploy.pack``)."""
-    from rlport.deploy import pack
+    """``rlport pack``: write a folder to copy to the device (``deploy.pack``), and say how to use it."""
+    from rlport.bundle.bundle import Bundle
+    from rlport.deploy import pack, pinned_requirements
 
-    folder = pack(args.bundle, args.output, backend=args.backend)
+    needs = pinned_requirements(Bundle.load(args.bundle), backend=args.backend, python=args.python)
+    folder = pack(args.bundle, args.output, backend=args.backend, python=args.python, docker=args.docker)
     files = sorted(p.name for p in folder.iterdir())
-    emit({"output": str(folder), "files": files}, args.json, lambda r: f"packed into {r['output']}: {', '.join(files)}")
+    result = {"output": str(folder), "files": files, "python": _python(needs.python),
+              "requirements": list(needs.lines), "notes": list(needs.notes)}  # fmt: skip
+    emit(result, args.json, _render_pack)
     return EXIT_OK
+
+
+def _python(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def _render_pack(r: dict[str, Any]) -> str:
+    run = "pip install -r requirements.txt && python run.py (in the copied folder)"
+    rows = [
+        ("packed", f"{r['output']}: {', '.join(r['files'])}"),
+        ("requirements", f"{', '.join(r['requirements'])} (for Python {r['python']})"),
+        *[("note", note) for note in r["notes"]],
+        ("on the device", run),
+    ]
+    if "Dockerfile" in r["files"]:
+        rows.append(("or with docker", "docker build -t policy . && docker run --rm policy (see the Dockerfile)"))
+    return table(rows)

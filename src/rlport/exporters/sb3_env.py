@@ -9,9 +9,17 @@ from typing import Any
 import numpy as np
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError, UnsupportedError
+from rlport.errors import (
+    EnvError,
+    MissingDependencyError,
+    RlportWarning,
+    SpaceError,
+    UnsafeFileError,
+    UnsupportedError,
+    short,
+)
 
-__all__ = ["sb3_env", "spaces_only_env"]
+__all__ = ["sb3_env", "spaces_only_env", "export_env", "normalises"]
 
 
 def sb3_env(bundle: Bundle, env: Any, cls: type, env_module: str | None = None) -> Any:
@@ -166,3 +174,31 @@ def spaces_only_env(bundle: Bundle) -> Any:
             raise EnvError("this env only carries the bundle's spaces; pass a real env to train")
 
     return SpacesOnly()
+
+
+def normalises(bundle: Bundle) -> bool:
+    """Whether the bundle's model comes back inside a ``VecNormalize`` (observations or rewards normalised)."""
+    settings = _vec_normalize_settings(bundle.source.get("vec_normalize"))
+    return bool(settings and (settings.get("norm_obs") or settings.get("norm_reward")))
+
+
+def export_env(bundle: Bundle, env_module: str | None = None) -> tuple[Any, str | None]:
+    """The env whose spaces an exported model carries, and a note when it is not the bundle's env made here.
+
+    The bundle's env made here gives today's observation bounds (gym-era files record others), so
+    that ``ALGO.load(path, env=gym.make(env_id))`` passes SB3's space check. When it cannot be
+    made, an env with the bundle's recorded spaces stands in, and the note says so.
+    """
+    from rlport.envs import make_env
+
+    fallback = "the exported model carries the bundle's recorded observation and action spaces"
+    if not bundle.env.id:
+        return spaces_only_env(bundle), f"the bundle records no env id: {fallback}"
+    try:
+        return make_env(bundle.env, env_module=env_module), None
+    except (EnvError, MissingDependencyError, UnsafeFileError) as exc:
+        note = (
+            f"the env {short(bundle.env.id)} cannot be made here ({exc}): {fallback}; if ALGO.load(path, env=env) then "
+            "says the observation spaces do not match, pass custom_objects={'observation_space': env.observation_space}"
+        )
+        return spaces_only_env(bundle), note

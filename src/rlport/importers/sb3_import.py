@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,7 +29,8 @@ from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
 from rlport.importers.untrusted import echo, read_regular
 from rlport.importers.vecnormalize import MAX_VECNORMALIZE_SIZE, read_vecnormalize, vec_normalize_settings
-from rlport.verify.record import record_verification
+from rlport.importers.zoo_files import run_of_model
+from rlport.verify.record import platform_key, record_verification
 
 __all__ = ["import_sb3", "algorithm_of", "trusted_module", "MAX_TIMESTEPS"]
 
@@ -124,9 +126,11 @@ def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
         "python": info.get("Python"),
         "numpy": info.get("Numpy"),
         "torch": info.get("PyTorch"),
-        "gymnasium": info.get("Gymnasium") or info.get("Gym"),
+        "gymnasium": info.get("Gymnasium"),  # SB3 >= 2.0 (it may list "OpenAI Gym" too: installed, not used)
+        "gym": None if "Gymnasium" in info else info.get("Gym"),  # SB3 < 2.0 trained with gym, not gymnasium
         "gpu_enabled": info.get("GPU Enabled"),
-        "platform": info.get("OS"),
+        "platform": platform_key(info.get("OS")),  # "Linux-x86_64", as from_sb3 records it
+        "os": info.get("OS"),
         "imported_from": os.path.basename(f.path),
         "created": _created(),
         "exporter": f"rlport {__version__}",
@@ -173,6 +177,19 @@ def _apply_class_table(source: dict[str, Any], what: str) -> None:
         )
 
 
+def _warn_unused_statistics(path: str | os.PathLike) -> None:
+    """Say so when ``path`` is the model of an RL Zoo run whose ``vecnormalize.pkl`` is left out."""
+    run = run_of_model(path)
+    statistics = None if run is None else run / Path(path).stem / "vecnormalize.pkl"
+    if statistics is not None and statistics.is_file():
+        warnings.warn(
+            f"{path} is the model of the RL Zoo run {run}, whose {statistics} is not applied: the bundle acts on "
+            f"unnormalised observations, unlike the run's agent; import the run folder to apply them",
+            RlportWarning,
+            stacklevel=3,
+        )
+
+
 def import_sb3(
     path: str | os.PathLike,
     vecnormalize: str | os.PathLike | None = None,
@@ -191,6 +208,8 @@ def import_sb3(
     Args:
         path: the model ``.zip``.
         vecnormalize: its ``vecnormalize.pkl``, whose observation statistics become pre-processing.
+            Without it, a model that sits in an RL Zoo run folder beside statistics (``RUN/ENV.zip``,
+            ``RUN/ENV/vecnormalize.pkl``) is imported alone with a warning: ``import_zoo(RUN)`` applies them.
         env_id: the gymnasium env id to record (SB3 files do not name their env).
         env_kwargs: kwargs for ``gymnasium.make``.
         probes: how many probes to record (actions computed by rlport's runtime at import).
@@ -210,6 +229,8 @@ def import_sb3(
     if vecnormalize is not None:
         raw = read_regular(vecnormalize, MAX_VECNORMALIZE_SIZE, str(vecnormalize))
         stats = read_vecnormalize(raw, what=str(vecnormalize))
+    else:
+        _warn_unused_statistics(path)
     env_module = trusted_module(env_id, env_module)
     policy = build_policy(f.policy_class, f.state_dict, f.observation_space, f.action_space, f.policy_kwargs)
     model = SimpleNamespace(policy=policy, exploration_rate=float(_number(f, "exploration_rate", 0.0, 0.0, 1.0)))

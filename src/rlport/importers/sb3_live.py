@@ -25,7 +25,7 @@ from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
 from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
-from rlport.importers.probes import probe_count, record_probes
+from rlport.importers.probes import MIN_PROBES, check_against_source, probe_count, record_probes
 from rlport.importers.sb3_policies import VARIABLES, build_graph, state_dict, torch_variables
 from rlport.importers.vecnormalize import vec_normalize_settings
 from rlport.verify.record import record_verification
@@ -183,6 +183,42 @@ def _probes(model: Any, vec_normalize: Any, count: int, recurrent: bool) -> dict
     return record_probes(batch, predict, recurrent)
 
 
+_LIBRARIES = ("stable_baselines3.", "sb3_contrib.", "torch.")
+"""Modules whose classes the graph is built from: anything else is the user's own code."""
+
+
+def _library_class(cls: type) -> bool:
+    return cls.__module__.startswith(_LIBRARIES)
+
+
+def _overrides(obj: Any) -> list[str]:
+    """``Class.method`` for each method that classes outside SB3, sb3-contrib and torch override in ``obj``."""
+    mro = type(obj).__mro__
+    base = next((cls for cls in mro if _library_class(cls)), object)
+    return [
+        f"{cls.__qualname__}.{name}"
+        for cls in mro[: mro.index(base)]
+        for name, value in vars(cls).items()
+        if name != "__init__" and hasattr(base, name) and (callable(value) or isinstance(value, property))
+    ]
+
+
+def _custom_code(policy: Any) -> list[str]:
+    """What the graph may not follow: overridden methods of the policy and its modules, custom module classes."""
+    found = _overrides(policy)
+    for name, module in policy.named_modules():
+        if name and not _library_class(type(module)):
+            cls = type(module)
+            found.append(f"{name} ({cls.__module__}.{cls.__qualname__})")
+            found += [method for method in _overrides(module) if method not in found]
+    return found
+
+
+def _check_against_sb3(bundle: Bundle, model: Any, probes: dict[str, np.ndarray]) -> None:
+    """Refuse the bundle when it does not act as SB3 does on the probes (SB3's own actions)."""
+    check_against_source(bundle, "stable-baselines3", _custom_code(model.policy), probes)
+
+
 def from_sb3(
     model: Any,
     vec_normalize: Any = None,
@@ -212,7 +248,10 @@ def from_sb3(
         The :class:`~rlport.bundle.bundle.Bundle`; call ``.save(path)`` to write it.
 
     Raises:
-        UnsupportedError: a layer, space or policy class that the graph cannot express.
+        UnsupportedError: a layer, space or policy class that the graph cannot express; or a bundle
+            whose deterministic actions differ from SB3's own on the probes (checked before it is
+            returned, even with ``probes=0``), e.g. a policy subclass that overrides ``_predict`` or
+            ``forward``: the message names the overridden methods and custom modules.
     """
     if not hasattr(model, "policy") or not hasattr(model, "observation_space"):
         raise UnsupportedError(f"from_sb3 needs a stable-baselines3 model, found {type(model).__name__}")
@@ -231,7 +270,9 @@ def from_sb3(
         tensors.update({VARIABLES + name: value for name, value in variables.items()})
     recurrent = hasattr(model.policy, "lstm_actor")
     probes = probe_count(spec_from_space(model.observation_space), probes)
-    probe_tensors = _probes(model, vec_normalize, probes, recurrent) if probes > 0 else None
+    checked = probes or probe_count(spec_from_space(model.observation_space), MIN_PROBES)  # checked even if not kept
+    sb3_actions = _probes(model, vec_normalize, checked, recurrent)
+    probe_tensors = sb3_actions if probes > 0 else None
     source = {
         "framework": "stable-baselines3",
         "algorithm": type(model).__name__,
@@ -269,5 +310,6 @@ def from_sb3(
         bundle.validate()
     except RlportError as exc:
         raise UnsupportedError(f"the exported graph does not validate ({exc}); please report this") from exc
+    _check_against_sb3(bundle, model, sb3_actions)
     record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle

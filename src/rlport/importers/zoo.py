@@ -24,6 +24,7 @@ from rlport.importers.zoo_files import (
     plain_kwargs,
     published_returns,
     read_zoo_yaml,
+    run_of_model,
     text_field,
     wrappers_from_config,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "wrappers_from_config",
     "published_returns",
     "config_settings",
+    "run_of_model",
 ]
 
 _ALGOS = {
@@ -134,11 +136,21 @@ def _try_env(env_id: str, bundle: Bundle, env_module: str | None) -> Exception |
     return None
 
 
-def _find_files(folder: Path) -> tuple[Path, Path]:
-    zips = sorted(folder.glob("*.zip"))
+def _find_files(path: Path) -> tuple[Path, Path, Path]:
+    """The run folder, its model .zip and its ``ENV/`` folder, from the run folder or from the model in it."""
+    if path.is_file():
+        run = run_of_model(path)
+        if run is None:
+            raise BundleError(f"{path} is not the model of an RL Zoo run (no folder {path.parent / path.stem} "
+                              "beside it with config.yml, args.yml or vecnormalize.pkl); use import_sb3")  # fmt: skip
+        return run, path, run / path.stem
+    if not path.is_dir():
+        raise BundleError(f"{path} is not a folder; pass an RL Zoo run folder such as ppo/CartPole-v1_1")
+    zips = sorted(path.glob("*.zip"))
     if len(zips) != 1:
-        raise BundleError(f"{folder}: expected one model .zip in an RL Zoo run folder, found {len(zips)}")
-    return zips[0], folder / zips[0].stem
+        raise BundleError(f"{path}: expected one model .zip in an RL Zoo run folder, found {len(zips)}; "
+                          "pass the model itself (RUN/ENV.zip)")  # fmt: skip
+    return path, zips[0], path / zips[0].stem
 
 
 def _run_files(meta: Path, env_id: str | None, env_module: str | None) -> tuple[dict, str | None, str, dict]:
@@ -163,6 +175,7 @@ def import_zoo(
     fingerprint: bool = True,
     evaluate: int = 0,
     env_module: str | None = None,
+    algorithm: str | None = None,
 ) -> Bundle:
     """Import an RL Zoo run folder (``ALGO/ENV_1/``) with everything needed to act and to be checked.
 
@@ -172,7 +185,8 @@ def import_zoo(
 
     Args:
         folder: the run folder, holding ``ENV.zip``, ``ENV/config.yml``, ``ENV/args.yml``,
-            ``ENV/vecnormalize.pkl`` (when normalised) and ``evaluations.npz``.
+            ``ENV/vecnormalize.pkl`` (when normalised) and ``evaluations.npz``; or the model
+            ``ENV.zip`` inside it (a run folder with several .zip files: the one to import).
         env_id: override the env id (default: the run's, renamed ids mapped to today's); the
             caller's own choice, trusted.
         probes: how many probes to record.
@@ -180,17 +194,16 @@ def import_zoo(
         fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
         evaluate: record the returns of this many episodes (0: none; the published returns are the reference).
         env_module: the one module a ``module:EnvName`` env id may make gymnasium import.
+        algorithm: the algorithm name when the run's ``args.yml`` does not say.
 
     Raises:
         BundleError: a file is missing, malformed, over its size limit or of the wrong type.
         UnsafeFileError: a file asks to run code or to import a module (see ``env_module``).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise BundleError(f"{folder} is not a folder; pass an RL Zoo run folder such as ppo/CartPole-v1_1")
-    model_zip, meta = _find_files(folder)
+    folder, model_zip, meta = _find_files(Path(folder))
     env_module = trusted_module(env_id, env_module)
-    config, algorithm, recorded_id, env_kwargs = _run_files(meta, env_id, env_module)
+    config, recorded_algorithm, recorded_id, env_kwargs = _run_files(meta, env_id, env_module)
+    algorithm = recorded_algorithm or algorithm
     vecnormalize = meta / "vecnormalize.pkl"
     if _uses_vecnormalize(config) and not vecnormalize.exists():
         raise BundleError(f"{folder}: the run used VecNormalize but {vecnormalize} is missing; without its "

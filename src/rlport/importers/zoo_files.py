@@ -32,6 +32,8 @@ __all__ = [
     "plain_kwargs",
     "wrappers_from_config",
     "published_returns",
+    "run_of_model",
+    "RUN_FILES",
     "MAX_YAML_SIZE",
     "MAX_EVALUATIONS_SIZE",
 ]
@@ -96,7 +98,7 @@ def read_zoo_yaml(path: Path) -> dict[str, Any]:
     try:
         import yaml
     except ImportError as exc:
-        raise MissingDependencyError('reading RL Zoo folders needs PyYAML; pip install "rlport[sb3]"') from exc
+        raise MissingDependencyError('reading RL Zoo folders needs PyYAML; pip install "rlport[yaml]"') from exc
     raw = read_regular(path, MAX_YAML_SIZE, str(path))
     try:
         data = yaml.load(raw.decode("utf-8"), Loader=_loader(yaml, path))  # noqa: S506 - a SafeLoader subclass
@@ -274,3 +276,24 @@ def published_returns(path: Path) -> dict[str, Any]:
         "published_episodes": int(last.size),
         "published_at_timesteps": int(step) if step is not None else None,
     }
+
+
+RUN_FILES = ("config.yml", "args.yml", "vecnormalize.pkl")
+"""What the zoo writes into ``RUN/ENV/`` beside the model ``RUN/ENV.zip``: any one marks a run folder."""
+
+
+def run_of_model(model_zip: str | Path) -> Path | None:
+    """The RL Zoo run folder ``RUN`` when ``model_zip`` is its model ``RUN/ENV.zip``, else None.
+
+    A model sits in a run when the folder beside it named after it (``RUN/ENV/``) holds one of
+    :data:`RUN_FILES`; the model alone then acts without the run's statistics and wrappers.
+
+    Example:
+        >>> run_of_model("logs/a2c/Pendulum-v1_1/Pendulum-v1.zip")          # doctest: +SKIP
+        PosixPath('logs/a2c/Pendulum-v1_1')
+    """
+    path = Path(model_zip)
+    meta = path.parent / path.stem
+    if path.suffix != ".zip" or not meta.is_dir():
+        return None
+    return path.parent if any((meta / name).is_file() for name in RUN_FILES) else None

@@ -1,28 +1,26 @@
-"""Torch implementations of the graph ops, and the graph as an ``nn.Module`` (docs/FORMAT.md section 4.1).
+"""Torch implementations of the graph ops (docs/FORMAT.md section 4.1); the module is in ``torch_graph_module.py``.
 
 Each op mirrors its numpy reference in :mod:`rlport.runtimes.numpy_ops` term for term (same
 formulas, same dtypes), so that both runtimes agree. Each op is one small function
 ``fn(*inputs, **params_and_attrs) -> tensor | tuple``; stochastic ops also get ``ctx`` (an object
-with ``deterministic`` and a ``torch.Generator``). This module imports torch: import it lazily.
+with ``deterministic`` and a ``torch.Generator``). The two checks that read values (a discrete
+observation out of range, an all-false mask row) run in eager mode only: traced, exported and
+compiled graphs cannot branch on values, as ONNX graphs cannot. This module imports torch:
+import it lazily.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
 
-from rlport.errors import GraphError, ObservationError, RlportError, UnsupportedError
-from rlport.graph.schema import op_schema
-from rlport.runtimes.numpy_runtime import _live_steps
+from rlport.errors import ObservationError, UnsupportedError
 
-__all__ = ["IMPLEMENTATIONS", "GraphModule", "sigmoid"]
+__all__ = ["IMPLEMENTATIONS", "RENAMED_PARAMS", "checks_values", "sigmoid"]
 
 _F32 = torch.float32
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -116,9 +114,16 @@ def _normalize(x, *, mean, var, epsilon, clip):
     return torch.clamp((x - mean) / torch.sqrt(var + epsilon), -clip, clip).to(_F32)
 
 
+def checks_values() -> bool:
+    """Whether ops may read tensor values to refuse bad input: in eager mode, not while traced, exported or compiled."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())  # export sets is_compiling() too
+
+
 def _indices(x, sizes: list[int]):
     idx = x.to(torch.int64)
-    if idx.numel() and (idx.min() < 0 or bool((idx >= torch.tensor(sizes, device=idx.device)).any())):
+    if not (checks_values() and idx.numel()):
+        return idx
+    if idx.min() < 0 or bool((idx >= torch.tensor(sizes, device=idx.device)).any()):
         raise ObservationError(f"a discrete observation is outside 0..n-1 (n = {sizes}); found {x.tolist()}")
     return idx
 
@@ -212,7 +217,7 @@ def _sample_or_argmax(logits, ctx):
 
 
 def _check_mask_rows(mask, sizes, batch):
-    if mask is None:
+    if mask is None or not checks_values():
         return
     rows = mask.to(torch.bool).reshape(batch, -1)
     for part in torch.split(rows, list(sizes), dim=1):
@@ -306,125 +311,4 @@ IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
 }
 """op name -> torch function; the keys are exactly :data:`rlport.graph.schema.OPS`."""
 
-_RENAMED_PARAMS = {("gaussian", "log_std"): "log_std_param"}  # a parameter that shares an input's name
-_RUNTIME_ERRORS = (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError)  # ArithmeticError: OverflowError
-
-
-# ---- the graph as a module ---------------------------------------------------------------
-
-
-class GraphModule(nn.Module):
-    """A policy graph as a plain ``nn.Module``: the bundle's tensors as parameters and buffers.
-
-    float32 tensors become (frozen) parameters, float16/bfloat16 ones are widened to float32,
-    and other dtypes (float64 normalisation statistics, integers) become buffers.
-
-    Args:
-        graph: the bundle's :class:`~rlport.graph.graph.Graph`.
-        tensors: the bundle's tensors by name.
-        device: where the tensors and the random generator live.
-        seed: seed of the generator used when ``deterministic=False``.
-
-    Example:
-        >>> module = GraphModule(bundle.graph, bundle.tensors)          # doctest: +SKIP
-        >>> action, *next_states = module(obs_tensor, deterministic=True)   # doctest: +SKIP
-    """
-
-    def __init__(
-        self, graph, tensors: Mapping[str, np.ndarray], device: str | torch.device = "cpu", seed: int | None = None
-    ) -> None:
-        super().__init__()
-        self.graph = graph
-        attribute: dict[str, str] = {}
-        self._steps = []
-        for node in graph.nodes():
-            if node.op not in IMPLEMENTATIONS:
-                raise GraphError(f"op {node.op!r} has no torch implementation")
-            params = {}
-            for role, name in node.params.items():
-                if name not in attribute:
-                    attribute[name] = self._register(name, tensors[name], set(attribute.values()))
-                params[_RENAMED_PARAMS.get((node.op, role), role)] = attribute[name]
-            attrs = node.resolved_attrs()
-            if node.op == "cast":
-                torch_dtype(attrs["dtype"])  # any other dtype name is refused here, by name
-            self._steps.append((IMPLEMENTATIONS[node.op], params, attrs, op_schema(node.op).stochastic))
-        self.tensor_names = {value: key for key, value in attribute.items()}
-        """attribute name -> the bundle's tensor name."""
-        steps = [(index, node) for index, node in enumerate(graph.nodes())]
-        self._plans = {mode: _live_steps(graph, steps, mode) for mode in (True, False)}
-        self._input_names = [graph_input.name for graph_input in graph.inputs]
-        self._results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
-        # one context per mode, never mutated by forward(), so that torch.compile(fullgraph=True) can trace it
-        self._ctxs = {mode: SimpleNamespace(deterministic=mode, generator=None) for mode in (True, False)}
-        self.to(device)
-        self.seed(seed)
-
-    def _register(self, name: str, array: np.ndarray, used: set[str]) -> str:
-        attr = re.sub(r"\W", "_", name)
-        if not attr or attr[0].isdigit():
-            attr = "t_" + attr
-        while attr in used or hasattr(self, attr):
-            attr += "_"
-        tensor = torch.from_numpy(np.array(array, copy=True))
-        if tensor.dtype in (torch.float16, torch.bfloat16):
-            tensor = tensor.to(_F32)
-        if tensor.dtype == _F32:
-            self.register_parameter(attr, nn.Parameter(tensor, requires_grad=False))
-        else:
-            self.register_buffer(attr, tensor)
-        return attr
-
-    def seed(self, seed: int | None = None) -> None:
-        """Reseed the generator used when ``deterministic=False`` (``None``: a random seed)."""
-        device = next(iter(self.state_dict().values()), torch.empty(0)).device
-        generator = torch.Generator(device=device)
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed(seed)
-        for ctx in self._ctxs.values():
-            ctx.generator = generator
-
-    def forward(self, *inputs: torch.Tensor | None, deterministic: bool = True) -> tuple[torch.Tensor, ...]:
-        """Run the graph on its inputs, in graph order; return ``(action, *next_states)``."""
-        if len(inputs) != len(self._input_names):
-            raise GraphError(
-                f"the graph takes {len(self._input_names)} inputs {self._input_names}, found {len(inputs)}"
-            )
-        values = dict(zip(self._input_names, inputs, strict=True))
-        mode = bool(deterministic)
-        if not mode:
-            self._follow_device(inputs[0].device)
-        for index, node, passthrough in self._plans[mode]:
-            if passthrough is not None:
-                values[node.outputs[0]] = values[node.inputs[passthrough]]
-                continue
-            result = self._run(index, node, [values[name] for name in node.inputs], self._ctxs[mode])
-            outputs = (result,) if len(node.outputs) == 1 else result
-            values.update(zip(node.outputs, outputs, strict=True))
-        return tuple(values[name] for name in self._results)
-
-    def _run(self, index: int, node, args: list, ctx: SimpleNamespace) -> Any:
-        fn, params, attrs, stochastic = self._steps[index]
-        kwargs = {role: getattr(self, attr) for role, attr in params.items()}
-        if stochastic:
-            kwargs["ctx"] = ctx
-        try:
-            return fn(*args, **kwargs, **attrs)
-        except RlportError:
-            raise
-        except _RUNTIME_ERRORS as exc:
-            shapes = [tuple(a.shape) if a is not None else None for a in args]
-            raise GraphError(
-                f"op {node.op!r} (outputs {list(node.outputs)}) failed on inputs of shapes {shapes}: {exc}"
-            ) from exc
-
-    def _follow_device(self, device: torch.device) -> None:
-        """After ``module.to(other)``, move the generator too (seeded from the old one)."""
-        generator = self._ctxs[False].generator
-        if generator.device.type != device.type or (device.index is not None and generator.device != device):
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-            generator = torch.Generator(device=device).manual_seed(seed)
-            for ctx in self._ctxs.values():
-                ctx.generator = generator
+RENAMED_PARAMS = {("gaussian", "log_std"): "log_std_param"}  # a parameter that shares an input's name

@@ -1,7 +1,11 @@
 """Run a bundle's policy graph with torch, following SB3's ``predict`` convention.
 
-The graph becomes a plain ``nn.Module`` (:attr:`TorchPolicy.module`) built from the bundle's
-tensors alone: no Stable-Baselines3 needed. torch is imported only when a policy is made.
+The graph becomes a plain ``nn.Module`` (:attr:`TorchPolicy.module`, a
+:class:`~rlport.runtimes.torch_graph_module.GraphModule`) built from the bundle's tensors alone: no
+Stable-Baselines3 needed. Its ``forward`` takes exactly the graph's inputs, so that
+``torch.jit.trace``, ``torch.export``, ``torch.onnx.export`` and ``torch.compile`` take it as
+any module (``torch_graph_module.py`` says how, with ``torch.export`` and a dynamic batch).
+torch is imported only when a policy is made.
 
 Example:
     >>> from rlport.bundle.bundle import Bundle
@@ -15,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rlport.errors import UnsupportedError, require
-from rlport.runtimes.predict import GraphPredictor
+from rlport.errors import ObservationError, UnsupportedError, require
+from rlport.runtimes.predict import GraphPredictor, _dry_run_observation
 
 if TYPE_CHECKING:
     import torch
@@ -47,13 +51,15 @@ class TorchPolicy(GraphPredictor):
         >>> action, _ = policy.predict(obs, deterministic=False)          # doctest: +SKIP
         >>> with torch.no_grad():                                         # doctest: +SKIP
         ...     action, *states = policy.module(torch.as_tensor(obs)[None])
+        >>> program = torch.export.export(policy.module, policy.example_inputs(4),    # doctest: +SKIP
+        ...                               dynamic_shapes=policy.module.dynamic_shapes())
     """
 
     backend = "torch"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", seed: int | None = None) -> None:
         torch = require("torch", "sb3", "the torch runtime")
-        from rlport.runtimes.torch_ops import GraphModule
+        from rlport.runtimes.torch_graph_module import GraphModule
 
         self._torch = torch
         self.bundle = bundle
@@ -68,6 +74,39 @@ class TorchPolicy(GraphPredictor):
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
         self.module.seed(seed)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        """Inputs for :attr:`module` in graph order, a batch of ``batch`` rows, for tracing and export tools.
+
+        Each observation leaf at its space's least usable value, zero recurrent states, no
+        episode start, every action allowed (a mask is given, so that tools see that input).
+        Use a batch of at least 2 with a dynamic batch axis: torch specialises sizes 0 and 1.
+
+        Example:
+            >>> traced = torch.jit.trace(policy.module, policy.example_inputs())   # doctest: +SKIP
+        """
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ObservationError(f"example_inputs: batch must be a positive integer, found {batch!r}")
+        observation = _dry_run_observation(self.observation_space, batch)
+        mask = None if self._mask is None else np.ones((batch, self._inputs[self._mask].size), bool)
+        return self.module_inputs(observation, action_masks=mask)
+
+    def module_inputs(
+        self, observation: Any, state: Any = None, episode_start: Any = None, action_masks: Any = None
+    ) -> tuple[torch.Tensor | None, ...]:
+        """What :attr:`module` takes for ``predict``'s arguments: the graph's inputs in order, as tensors.
+
+        Fed as ``predict`` feeds them (one observation gains a batch axis, channel-last images are
+        transposed, ``None`` states are zeros); ``None`` for an action mask not given.
+
+        Raises:
+            ObservationError: an argument does not fit the policy, as for ``predict``.
+
+        Example:
+            >>> action, *next_states = policy.module(*policy.module_inputs(obs))   # doctest: +SKIP
+        """
+        values, _ = self._feed(observation, state, episode_start, action_masks)
+        return tuple(None if value is None else self._tensor(value) for value in values)
 
     def _run(self, values: list, deterministic: bool) -> list[np.ndarray]:
         with self._torch.no_grad():

@@ -22,6 +22,8 @@ import numpy as np
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec
 from rlport.errors import EnvError, MissingDependencyError, RlportError, SpaceError
+from rlport.importers.probes import PARITY_ATOL, compare_probes
+from rlport.verify.record import env_package, platform_key
 from rlport.verify.result import FAIL, PASS, WARN, CheckResult, Report
 
 __all__ = [
@@ -35,8 +37,6 @@ __all__ = [
     "PARITY_ATOL",
 ]
 
-PARITY_ATOL = 1e-5
-"""Largest absolute difference allowed between continuous probe actions and the runtime's."""
 Z_LIMIT, RELATIVE_LIMIT, MIN_EPISODES = 3.0, 0.05, 5
 
 
@@ -50,8 +50,15 @@ def check_integrity(path: str) -> tuple[CheckResult, Bundle | None]:
     return CheckResult("integrity", PASS, f"format 1.x, {members} members, digests match", "all valid"), bundle
 
 
+_OTHER_BOUNDS = "the policy runs on this layout; another version of the env may have other bounds (see returns)"
+
+
 def check_spaces(bundle: Bundle, env: Any) -> CheckResult:
-    """The env's observation and action spaces against the bundle's; the first difference named."""
+    """The env's observation and action spaces against the bundle's; the first difference named.
+
+    Differences of representation (float32 vs float64, float32's largest value for infinity)
+    PASS, with a short note: it is the same env.
+    """
     from rlport.envs import check_spaces as compare
 
     policy = bundle.policy()
@@ -60,54 +67,62 @@ def check_spaces(bundle: Bundle, env: Any) -> CheckResult:
     except SpaceError as exc:
         return CheckResult("spaces", FAIL, "layout differs", "same types, shapes, sizes", str(exc))
     try:
-        compare(policy, env)
+        compare(policy, env, hint=_OTHER_BOUNDS)
     except SpaceError as exc:
-        return CheckResult("spaces", WARN, "same layout, other bounds or float width", "identical", str(exc))
-    return CheckResult("spaces", PASS, "identical", "identical")
+        return CheckResult("spaces", WARN, "same layout, other bounds", "same bounds", str(exc))
+    note = _representation(bundle, env)
+    return CheckResult("spaces", PASS, f"same values: {note}" if note else "identical", "same values")
 
 
-def _probe_obs(probes: dict[str, np.ndarray]) -> Any:
-    if "obs" in probes:
-        return probes["obs"]
-    return {name[4:]: value for name, value in probes.items() if name.startswith("obs.")}
+def _representation(bundle: Bundle, env: Any) -> str | None:
+    """How the env writes the same spaces otherwise than the bundle (float width, bounds), or None."""
+    from rlport.bundle.spaces import leaves
+    from rlport.importers.gym_spaces import spec_from_space
+
+    notes: list[str] = []
+    for role in ("observation", "action"):
+        ours, theirs = getattr(bundle, f"{role}_space"), spec_from_space(getattr(env, f"{role}_space"))
+        for (_, a), (_, b) in zip(leaves(theirs), leaves(ours), strict=True):
+            if a.to_json() == b.to_json():
+                continue
+            if getattr(a, "shape", None) != getattr(b, "shape", None):
+                note = f"{role}s channel-last here, channel-first in the bundle"
+            elif getattr(a, "dtype", None) != getattr(b, "dtype", None):
+                note = f"{role}s {a.dtype} here, {b.dtype} in the bundle"
+            else:
+                note = f"{role} bounds equal up to representation (inf or float32's largest value, float width)"
+            if note not in notes:
+                notes.append(note)
+    return "; ".join(notes) or None
 
 
 def check_parity(bundle: Bundle) -> CheckResult:
-    """The probes recorded at export through this machine's runtime."""
+    """The probes recorded at export through this machine's runtime (``importers.probes.compare_probes``)."""
     probes = bundle.probes
     if not probes or "action" not in probes:
         return CheckResult("parity", WARN, "no probes recorded", f"<= {PARITY_ATOL:g}", "re-export with probes > 0")
-    policy, obs, expected = bundle.policy(), _probe_obs(probes), probes["action"]
-    if policy.is_recurrent:
-        starts, state, actions = probes.get("episode_start"), None, []
-        for i in range(len(expected)):
-            step = {k: v[i : i + 1] for k, v in obs.items()} if isinstance(obs, dict) else obs[i : i + 1]
-            start = None if starts is None else starts[i : i + 1]
-            action, state = policy.predict(step, state=state, episode_start=start, deterministic=True)
-            actions.append(action[0])
-        actual = np.stack(actions)
-    else:
-        actual, _ = policy.predict(obs, deterministic=True)
-    if np.shape(actual) != np.shape(expected):
-        return CheckResult("parity", FAIL, f"action shape {np.shape(actual)}", f"shape {np.shape(expected)}")
-    if expected.dtype.kind == "f":
-        error = float(np.max(np.abs(actual.astype(np.float64) - expected))) if expected.size else 0.0
-        status = PASS if error <= PARITY_ATOL else FAIL
-        return CheckResult("parity", status, f"max |Δaction| = {error:.3g} on {len(expected)} probes",
-                           f"<= {PARITY_ATOL:g}", data={"max_abs_error": error})  # fmt: skip
-    rows = np.asarray(actual != expected).reshape(len(expected), -1).any(axis=1)
-    wrong = int(rows.sum())
-    detail = f"first mismatch at probe {int(np.argmax(rows))}" if wrong else ""
-    return CheckResult("parity", PASS if wrong == 0 else FAIL, f"{wrong}/{len(expected)} probes differ",
-                       "0 (discrete actions are exact)", detail, {"mismatched": wrong})  # fmt: skip
+    result = compare_probes(bundle)
+    status = PASS if result.mismatched == 0 else FAIL
+    data = {"mismatched": result.mismatched, "probes": result.count}
+    if result.shape_error:
+        return CheckResult("parity", FAIL, result.shape_error, "the recorded shape", data=data)
+    detail = f"first mismatch at probe {result.first}" if result.first is not None else ""
+    if not result.continuous:
+        return CheckResult("parity", status, f"{result.mismatched}/{result.count} probes differ",
+                           "0 (discrete actions are exact)", detail, data)  # fmt: skip
+    scaled = "" if result.tolerance == PARITY_ATOL else f" ({PARITY_ATOL:g} x the largest action bound)"
+    return CheckResult("parity", status, f"max |Δaction| = {result.max_error:.3g} on {result.count} probes",
+                       f"<= {result.tolerance:g}{scaled}", detail,
+                       {**data, "max_abs_error": result.max_error, "tolerance": result.tolerance})  # fmt: skip
 
 
 def returns_verdict(here: list[float], reference: list[float] | tuple[float, float, int]) -> CheckResult:
     """Compare episode returns with a reference (a list of returns, or mean, std, count).
 
-    The rule, stated in the result: PASS when the difference of means is within Z_LIMIT standard
-    errors of the difference (Welch) or within RELATIVE_LIMIT of the reference's magnitude; FAIL
-    otherwise; WARN instead of FAIL when either side has fewer than MIN_EPISODES episodes.
+    The rule, stated in the result: WARN when either side has fewer than MIN_EPISODES episodes
+    (too few to decide, whatever the figures); else PASS when the difference of means is within
+    Z_LIMIT standard errors of the difference (Welch) or within RELATIVE_LIMIT of the reference's
+    magnitude, FAIL otherwise.
     """
     n = len(here)
     mean, std = float(np.mean(here)), float(np.std(here, ddof=1)) if n > 1 else 0.0
@@ -125,10 +140,11 @@ def returns_verdict(here: list[float], reference: list[float] | tuple[float, flo
     )
     tolerance = f"z <= {Z_LIMIT:g} or |Δ| <= {RELATIVE_LIMIT:.0%}; fewer than {MIN_EPISODES} episodes: WARN"
     data = {"mean": mean, "std": std, "episodes": n, "reference_mean": ref_mean, "z": z, "relative": relative}
+    if n < MIN_EPISODES or m < MIN_EPISODES:
+        fix = f"run {MIN_EPISODES} or more (--episodes)" if n < MIN_EPISODES else "the reference has too few"
+        return CheckResult("returns", WARN, measured, tolerance, f"too few episodes to decide: {fix}", data)
     if z <= Z_LIMIT or relative <= RELATIVE_LIMIT:
         return CheckResult("returns", PASS, measured, tolerance, data=data)
-    if n < MIN_EPISODES or m < MIN_EPISODES:
-        return CheckResult("returns", WARN, measured, tolerance, "too few episodes to decide", data)
     return CheckResult("returns", FAIL, measured, tolerance, "the returns differ from the reference", data)
 
 
@@ -163,8 +179,26 @@ def _version(package: str) -> str | None:
         return None
 
 
+_DEPENDENCIES = [
+    ("gymnasium", "env physics and spaces may differ (see the dynamics check)", WARN),
+    ("box2d", "Box2D physics may differ", WARN),
+    ("mujoco", "MuJoCo physics may differ", WARN),
+    ("numpy", "the runtime's arithmetic library", WARN),
+    ("python", "the bundle is pickle-free: only envs may care", PASS),
+    ("torch", "not needed by the numpy runtime", PASS),
+    ("framework_version", "SB3 is not needed by the numpy runtime", PASS),
+    ("platform", "float results may differ in the last bits across CPUs and BLAS builds", PASS),
+]
+"""Each recorded version compared, why it may matter, and the grade when it differs."""
+_GYM = "trained with gym, gymnasium's predecessor: env physics and spaces may differ (see the returns check)"
+
+
 def check_dependencies(bundle: Bundle) -> CheckResult:
-    """Versions recorded at export against this machine's, graded by how much each can matter."""
+    """Versions recorded at export against this machine's, graded by how much each can matter.
+
+    Only the physics package the bundle's env needs is compared (box2d for Box2D envs, mujoco for
+    MuJoCo ones); platforms are compared as system and machine (``Linux-x86_64``), not kernel builds.
+    """
     prov = bundle.provenance
     here = {
         "python": platform.python_version(), "numpy": np.__version__, "gymnasium": _version("gymnasium"),
@@ -172,28 +206,36 @@ def check_dependencies(bundle: Bundle) -> CheckResult:
         "framework_version": _version("stable-baselines3"),
         "platform": f"{platform.system()}-{platform.machine()}",
     }  # fmt: skip
-    packages = prov.get("env_packages") or {}
+    needed = env_package(bundle.env.id) if isinstance(bundle.env.id, str) else None
+    packages = prov.get("env_packages") if isinstance(prov.get("env_packages"), dict) else {}
     notes, worst = [], PASS
-    for key, why, grade in [
-        ("gymnasium", "env physics and spaces may differ (see the dynamics check)", WARN),
-        ("box2d", "Box2D physics may differ", WARN),
-        ("mujoco", "MuJoCo physics may differ", WARN),
-        ("numpy", "the runtime's arithmetic library", WARN),
-        ("python", "the bundle is pickle-free: only envs may care", PASS),
-        ("torch", "not needed by the numpy runtime", PASS),
-        ("framework_version", "SB3 is not needed by the numpy runtime", PASS),
-        ("platform", "float results may differ in the last bits across CPUs and BLAS builds", PASS),
-    ]:
-        then = packages.get(key) if key in ("box2d", "mujoco") else prov.get(key)
+    if prov.get("gym") is not None and prov.get("gymnasium") is None:
+        notes.append(f"gym {prov['gym']} -> gymnasium {here['gymnasium'] or 'not installed'} ({_GYM})")
+        worst = WARN
+    for key, why, grade in _DEPENDENCIES:
+        then = (packages.get(key) if key == needed else None) if key in ("box2d", "mujoco") else prov.get(key)
         now = here[key]
-        if then is None or then == now:
-            continue
-        if key in ("numpy", "python") and now and then.split(".")[:2] == now.split(".")[:2]:
+        if then is None or _same(key, str(then), now):
             continue
         notes.append(f"{key} {then} -> {now or 'not installed'} ({why})")
         worst = WARN if grade == WARN else worst
+    unknown = [key for key in ("python", "numpy") if prov.get(key) is None]
+    unknown += [] if prov.get("gymnasium") or prov.get("gym") else ["gymnasium"]
+    notes += [f"not recorded at export: {', '.join(unknown)}"] if unknown else []
     measured = "; ".join(notes) if notes else "same versions where recorded"
     return CheckResult("dependencies", worst, measured, "same gymnasium, env package, numpy major.minor")
+
+
+def _same(key: str, then: str, now: str | None) -> bool:
+    """Whether a recorded version (or platform) and this machine's count as the same."""
+    if now is None:
+        return False
+    if key in ("numpy", "python"):
+        return then.split(".")[:2] == now.split(".")[:2]
+    if key == "platform":
+        ours, theirs = platform_key(then), platform_key(now)
+        return ours == theirs or (ours is not None and "-" not in ours and theirs.startswith(ours + "-"))
+    return then == now
 
 
 def _env_or_warn(bundle: Bundle, env_spec: EnvSpec, env_module: str | None) -> tuple[Any, CheckResult | None]:
@@ -213,7 +255,7 @@ def verify(path: str, env_id: str | None = None, env_kwargs: dict[str, Any] | No
     Args:
         env_id: an env id the user chose (a ``module:EnvName`` id typed by the user may import its module).
         fingerprint: an extra (meta, tensors) fingerprint, e.g. from ``rlport fingerprint`` on the
-            source machine, replayed in the same env as the bundle's own.
+            source machine, replayed in the same env as the bundle's own (its row: ``dynamics (file)``).
         env_module: the one module a recorded ``module:EnvName`` id may import (``rlport.envs.check_env_id``).
     """
     if env_id is not None and ":" in env_id and env_module is None:
@@ -242,7 +284,8 @@ def verify(path: str, env_id: str | None = None, env_kwargs: dict[str, Any] | No
         if fingerprint is not None:
             from rlport.verify.fingerprint import replay_fingerprint
 
-            report.checks.append(replay_fingerprint(fingerprint[0], fingerprint[1], spec, env_module=env_module))
+            replayed = replay_fingerprint(fingerprint[0], fingerprint[1], spec, env_module=env_module)
+            report.checks.append(replace(replayed, name="dynamics (file)"))  # the bundle's own row is "dynamics"
         if spaces.status != FAIL:
             report.checks.append(check_returns(bundle, env, episodes, seed, progress))
     report.checks.append(check_dependencies(bundle))

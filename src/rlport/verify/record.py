@@ -7,10 +7,49 @@ from importlib import metadata
 from rlport.bundle.bundle import Bundle
 from rlport.errors import EnvError, MissingDependencyError, SpaceError
 
-__all__ = ["record_verification", "ENV_PACKAGES"]
+__all__ = ["record_verification", "ENV_PACKAGES", "env_package", "platform_key"]
 
 ENV_PACKAGES = ("box2d", "mujoco")
-"""Physics packages whose versions are recorded when installed (they change what an env does)."""
+"""Physics packages whose version is recorded when the env needs one (they change what an env does)."""
+_MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7l",
+             "armv6l": "armv6l", "i686": "i686", "i386": "i386", "ppc64le": "ppc64le", "s390x": "s390x",
+             "riscv64": "riscv64"}  # fmt: skip
+_SYSTEMS = {"macos": "Darwin", "darwin": "Darwin", "linux": "Linux", "windows": "Windows"}
+
+
+def env_package(env_id: str | None) -> str | None:
+    """The physics package of :data:`ENV_PACKAGES` that ``env_id`` needs (``"box2d"``, ``"mujoco"``), or None.
+
+    Decided from the env's entry point module in gymnasium's registry (a table of names without gymnasium).
+
+    Example:
+        >>> env_package("LunarLander-v3"), env_package("Pendulum-v1")
+        ('box2d', None)
+    """
+    from rlport.deploy import env_extra
+
+    extra = env_extra(env_id) if env_id else None
+    return extra if extra in ENV_PACKAGES else None
+
+
+def platform_key(text: str | None) -> str | None:
+    """A platform as system and machine, ``"Linux-x86_64"``, from any form of it (None when unknown).
+
+    SB3's ``system_info.txt`` records ``platform.platform()`` and the kernel build
+    (``Linux-5.14.21-...-x86_64-with-glibc2.31 # 1 SMP ...``), rlport ``system-machine``;
+    compared as written, the same machine would look like another one. Without a machine in the
+    text (Windows' ``platform.platform()``), the system alone.
+
+    Example:
+        >>> platform_key("Linux-5.14.21-150400.24.100-default-x86_64-with-glibc2.31 # 1 SMP PREEMPT")
+        'Linux-x86_64'
+    """
+    if not isinstance(text, str) or not text.split():
+        return None
+    parts = text.split()[0].split("-")
+    system = _SYSTEMS.get(parts[0].lower(), parts[0])
+    machine = next((_MACHINES[p.lower()] for p in parts[1:] if p.lower() in _MACHINES), None)
+    return f"{system}-{machine}" if machine else system
 
 
 def record_verification(
@@ -51,11 +90,13 @@ def record_verification(
         }
     env.close()
     bundle.verification = verification
-    packages = {}
-    for name in ENV_PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    bundle.provenance["env_packages"] = packages
+    bundle.provenance["env_packages"] = _installed(env_package(bundle.env.id))
     return None
+
+
+def _installed(package: str | None) -> dict[str, str]:
+    """``{package: version}`` when ``package`` is given and installed, else empty."""
+    try:
+        return {package: metadata.version(package)} if package else {}
+    except metadata.PackageNotFoundError:
+        return {}

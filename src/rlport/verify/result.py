@@ -43,7 +43,7 @@ class CheckResult:
 
 @dataclass
 class Report:
-    """All checks of one verification; ``failed`` when any check FAILs."""
+    """All checks of one verification; ``failed`` when any check FAILs, ``undecided`` lists the WARN ones."""
 
     checks: list[CheckResult] = field(default_factory=list)
 
@@ -51,5 +51,10 @@ class Report:
     def failed(self) -> bool:
         return any(check.status == FAIL for check in self.checks)
 
+    @property
+    def undecided(self) -> list[str]:
+        """The names of the checks that WARN: they could not confirm that the bundle behaves as at the source."""
+        return [check.name for check in self.checks if check.status == WARN]
+
     def to_json(self) -> dict[str, Any]:
-        return {"ok": not self.failed, "checks": [check.to_json() for check in self.checks]}
+        return {"ok": not self.failed, "warned": self.undecided, "checks": [check.to_json() for check in self.checks]}
