@@ -291,9 +291,16 @@ def _as_value(bound: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.where(np.abs(cast) >= FLOAT32_MAX, np.copysign(np.inf, cast), cast)
 
 
+def _shown(value: Any) -> str:
+    """A bound or list of bounds for a message: floats to 6 significant digits."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def _describe_bounds(spec: Any) -> str:
     data = spec.to_json()
-    return ", ".join(f"{k}={data[k]}" if not isinstance(data[k], list) or len(data[k]) <= 8 else f"{k}=[...]"
+    return ", ".join(f"{k}={_shown(data[k])}" if not isinstance(data[k], list) or len(data[k]) <= 8 else f"{k}=[...]"
                      for k in ("low", "high"))  # fmt: skip
 
 
@@ -308,7 +315,7 @@ def _layout_json(data: dict) -> Any:
 
 def _describe(spec: Any) -> str:
     data = spec.to_json()
-    return ", ".join(f"{k}={v}" for k, v in data.items() if not isinstance(v, list) or len(v) <= 8)
+    return ", ".join(f"{k}={_shown(v)}" for k, v in data.items() if not isinstance(v, list) or len(v) <= 8)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, emit_error, printable, table
+from rlport.cli.output import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, emit, emit_error, printable, table, wrapped
 from rlport.errors import RlportError
 
 __all__ = ["cmd_demo", "cmd_export", "cmd_import", "cmd_inspect", "cmd_run"]
@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:  # float width and float32-max-for-inf are representation only: they pass without a word
         check_spaces(policy, env, hint="the layout is the same, so the policy runs (another version of the env?)")
     except RlportError as exc:  # same layout, bounds of other values (an older env version)
-        print(f"rlport run: note: {printable(str(exc))}", file=sys.stderr)
+        print(wrapped(f"rlport run: note: {printable(str(exc))}"), file=sys.stderr)
     with Progress(args.episodes, "episodes") as bar:
         stats = run_episodes(
             policy, env, args.episodes, seed=args.seed, deterministic=not args.stochastic,
@@ -404,10 +404,10 @@ def _export_sb3(args: argparse.Namespace) -> int:
         what = f"an RL Zoo run folder {args.output}" if r["format"] == "zoo" else "an SB3 model"
         lines = [f"exported {args.bundle} as {what}:", table([("", *row) for row in rows])]
         if r["format"] == "zoo":
-            lines.append(f"play it with: {r['enjoy']}" if r["enjoy"] else
+            lines.append(f"play it with:\n  {r['enjoy']}" if r["enjoy"] else
                          "RL Zoo's enjoy finds runs at FOLDER/ALGO/ENV_N (e.g. logs/a2c/Pendulum-v1_1): "
                          "export there to play it with python -m rl_zoo3.enjoy")  # fmt: skip
-        return "\n".join([*lines, *(f"warning: {note}" for note in r["warnings"])])
+        return "\n".join([*lines, *(wrapped(f"warning: {note}") for note in r["warnings"])])
 
     emit(result, args.json, render)
     return EXIT_OK

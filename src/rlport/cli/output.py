@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +33,8 @@ __all__ = [
     "plain_warnings",
     "printable",
     "table",
+    "width",
+    "wrapped",
 ]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -91,7 +95,7 @@ def plain_warnings(prefix: str) -> Iterator[None]:
         library = None if issubclass(category, RlportWarning) else _library(filename)
         source = f" from {library}" if library else ""
         try:
-            print(f"{prefix}: warning{source}: {text}", file=sys.stderr)
+            print(wrapped(f"{prefix}: warning{source}: {text}"), file=sys.stderr)
         except (OSError, ValueError):  # stderr closed
             pass
 
@@ -117,7 +121,36 @@ def emit(data: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]],
         print(printable(render(data)))
 
 
+def width() -> int:
+    """The terminal's width in columns (100 when the output is not a terminal, at least 60)."""
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
+def wrapped(text: str, indent: str = "  ") -> str:
+    """``text`` wrapped to the terminal's width at spaces (words and paths are never cut), continued after ``indent``.
+
+    Example:
+        >>> wrapped("a " * 80, indent="    ").count("\n") >= 1
+        True
+    """
+    return textwrap.fill(text, width(), subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+
+
 def table(rows: list[tuple[str, ...]]) -> str:
-    """Left-aligned columns two spaces apart; rows may be shorter than the widest one."""
+    """Left-aligned columns two spaces apart; rows may be shorter than the widest one.
+
+    A row wider than the terminal has its last cell wrapped onto lines that start under that cell.
+    """
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows)))]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+    lines = []
+    for row in rows:
+        head = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1]))
+        start = len(head) + 2 if head else 0
+        line = (head + "  " + row[-1] if head else row[-1]).rstrip()
+        if len(line) <= width() or start > width() - 30:
+            lines.append(line)
+            continue
+        body = textwrap.wrap(row[-1], width() - start, break_long_words=False, break_on_hyphens=False) or [""]
+        lines.append((head + "  " + body[0]).rstrip())
+        lines.extend(" " * start + part for part in body[1:])
+    return "\n".join(lines)

@@ -343,12 +343,13 @@ def _yaml_text(data: OrderedDict) -> str:
 
 
 def _check_folder(folder: Path, overwrite: bool) -> None:
-    """The run folder can be written: its parent exists, and it is new or empty (or ``overwrite``)."""
-    if not folder.parent.is_dir():
-        raise BundleError(
-            f"cannot write the zoo run folder {str(folder)!r}: the directory {str(folder.parent)!r} does not exist; "
-            "create it first"
-        )
+    """The run folder can be written: new or empty (or ``overwrite``), below folders that are folders.
+
+    Missing parent folders (the zoo's ``logs/ALGO/``) are made when the run is written, as ``mkdir -p``.
+    """
+    existing = next((p for p in (folder.parent, *folder.parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise BundleError(f"cannot write the zoo run folder {str(folder)!r}: {str(existing)!r} is a file, not a folder")
     if folder.exists() and not folder.is_dir():
         raise BundleError(f"cannot write the zoo run folder {str(folder)!r}: it is a file; give a folder name")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
@@ -369,6 +370,10 @@ def _write_folder(folder: Path, files: dict[str, bytes], overwrite: bool) -> Non
             (folder / relative).parent.mkdir(exist_ok=True)
         write_atomic_group([(folder / relative, data, f"the run's {relative}") for relative, data in files.items()])
         return
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"cannot make the folder {str(folder.parent)!r}: {exc.strerror or exc}") from exc
     staging = temp_path(folder)
     try:
         staging.mkdir()
