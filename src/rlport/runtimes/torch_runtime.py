@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rlport.errors import ObservationError, UnsupportedError, require
-from rlport.runtimes.predict import GraphPredictor, _dry_run_observation
+from rlport.runtimes.feed import dry_run_observation
+from rlport.runtimes.predict import GraphPredictor
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +88,7 @@ class TorchPolicy(GraphPredictor):
         """
         if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
             raise ObservationError(f"example_inputs: batch must be a positive integer, found {batch!r}")
-        observation = _dry_run_observation(self.observation_space, batch)
+        observation = dry_run_observation(self.observation_space, batch)
         mask = None if self._mask is None else np.ones((batch, self._inputs[self._mask].size), bool)
         return self.module_inputs(observation, action_masks=mask)
 
