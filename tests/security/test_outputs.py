@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rlport.bundle import container
-from rlport.bundle.container import remove_stale_temps, temp_path, write_atomic, write_atomic_group
+from rlport.bundle import atomic
+from rlport.bundle.atomic import remove_stale_temps, temp_path, write_atomic, write_atomic_group
 from rlport.cli.main import main
 from rlport.errors import BundleError
 
@@ -63,12 +63,12 @@ def test_temp_files_are_named_for_their_target_and_writer(tmp_path, monkeypatch)
     write_atomic(tmp_path / "policy.rlp", b"data")
     (tmp,) = [name for name in seen if name != "policy.rlp"]
     assert tmp.startswith(".policy.rlp.") and f"-{os.getpid()}." in tmp and tmp.endswith(".rlport-tmp")
-    assert container._TEMP_NAME.fullmatch(tmp)
+    assert atomic._TEMP_NAME.fullmatch(tmp)
     assert names(tmp_path) == ["policy.rlp"]
 
 
 def _fake_temp(target: Path, pid: int, host: str | None = None, age: float = 0.0, folder: bool = False) -> Path:
-    host = host or container._host_tag()
+    host = host or atomic._host_tag()
     path = target.parent / f".{target.name}.{host}-{pid}.{'ab' * 8}.rlport-tmp"
     if folder:
         path.mkdir()
@@ -92,7 +92,7 @@ def test_next_save_removes_temps_of_dead_writers_only(tmp_path):
     dead = _fake_temp(target, _dead_pid())
     live = _fake_temp(target, 1)  # pid 1 is always alive
     mine = _fake_temp(target, os.getpid())  # this process may be writing it right now
-    other_host = _fake_temp(target, _dead_pid(), host="0" * 8 if container._host_tag() != "0" * 8 else "1" * 8)
+    other_host = _fake_temp(target, _dead_pid(), host="0" * 8 if atomic._host_tag() != "0" * 8 else "1" * 8)
     other_target = _fake_temp(tmp_path / "other.rlp", _dead_pid())
     foreign = [tmp_path / ".policy.rlp.0123456789abcdef.tmp", tmp_path / "policy.rlp.rlport-tmp"]
     for path in foreign:
@@ -106,8 +106,8 @@ def test_next_save_removes_temps_of_dead_writers_only(tmp_path):
 
 def test_temps_older_than_the_limit_go_whoever_wrote_them(tmp_path):
     target = tmp_path / "policy.rlp"
-    old = _fake_temp(target, 1, host="f" * 8, age=container.STALE_TEMP_AGE + 60)
-    recent = _fake_temp(target, 1, host="e" * 8, age=container.STALE_TEMP_AGE - 60)
+    old = _fake_temp(target, 1, host="f" * 8, age=atomic.STALE_TEMP_AGE + 60)
+    recent = _fake_temp(target, 1, host="e" * 8, age=atomic.STALE_TEMP_AGE - 60)
     assert remove_stale_temps(target) == [old]
     assert recent.exists()
 
@@ -118,7 +118,7 @@ def test_stale_temp_folders_are_removed_but_links_are_not_followed(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("keep me")
-    link = target.parent / f".pack.{container._host_tag()}-{_dead_pid()}.{'cd' * 8}.rlport-tmp"
+    link = target.parent / f".pack.{atomic._host_tag()}-{_dead_pid()}.{'cd' * 8}.rlport-tmp"
     link.symlink_to(outside, target_is_directory=True)
     removed = remove_stale_temps(target)
     assert sorted(removed) == sorted([folder, link])
