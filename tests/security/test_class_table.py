@@ -327,7 +327,7 @@ def test_classes_the_caller_passes_replace_refused_names(ppo_bundle, markers):
 
 def test_table_names_resolve_to_classes_of_their_role():
     """Every entry exists in the installed torch / SB3 / sb3-contrib and derives from its role's base."""
-    from rlport.exporters.to_sb3 import _class
+    from rlport.exporters.sb3_settings import resolve_class as _class
 
     for name, role in CLASSES.items():
         key = next(key for key, r in KEY_ROLES.items() if r == role)
@@ -338,7 +338,7 @@ def test_table_names_resolve_to_classes_of_their_role():
 def test_the_resolved_object_must_be_a_class_of_the_role(replacement, monkeypatch):
     import torch.nn.modules.activation
 
-    from rlport.exporters.to_sb3 import _class
+    from rlport.exporters.sb3_settings import resolve_class as _class
 
     monkeypatch.setattr(torch.nn.modules.activation, "ReLU", replacement)
     with pytest.raises(UnsupportedError, match=r"activation_fn torch.nn.modules.activation.ReLU is .*not a subclass"):

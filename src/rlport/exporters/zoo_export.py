@@ -86,7 +86,7 @@ def export_zoo(
     Example:
         >>> export_zoo("walker.rlp", "logs/ppo/Walker2d-v4_1")   # doctest: +SKIP
     """
-    from rlport.exporters.to_sb3 import check_critic, sb3_files
+    from rlport.exporters.sb3_files import check_critic, sb3_files
 
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     check_critic(bundle, allow_missing_critic)
@@ -226,12 +226,12 @@ def _settings(recorded: dict[str, Any]) -> dict[str, Any]:
 
 def _fitted(recorded: dict[str, Any], key: str, value: Any) -> Any:
     """``replay_buffer_kwargs`` without the entries today's buffer class no longer takes (``online_sampling``)."""
-    from rlport.exporters.to_sb3 import _class, _fitted_kwargs
+    from rlport.exporters.sb3_settings import fitted_kwargs, resolve_class
 
     name = recorded.get("replay_buffer_class")
     if key != "replay_buffer_kwargs" or not isinstance(value, dict) or not isinstance(name, str):
         return value
-    return _fitted_kwargs(_class(name, "replay_buffer_class"), value, f"config.yml {key}")
+    return fitted_kwargs(resolve_class(name, "replay_buffer_class"), value, f"config.yml {key}")
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -288,7 +288,7 @@ def _policy_alias(source: dict[str, Any]) -> str | None:
     """The policy's short name (``MlpPolicy``) as the zoo's config gives it, when the class has one."""
     import importlib
 
-    from rlport.exporters.to_sb3 import ALGORITHMS
+    from rlport.exporters.sb3_settings import ALGORITHMS
 
     algorithm, name = source.get("algorithm"), source.get("policy_class")
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS or not isinstance(name, str):
