@@ -73,7 +73,7 @@ def test_running_episodes_without_gymnasium_names_the_extra():
         """
     )
     assert result["error"] == "MissingDependencyError"
-    assert 'pip install "rlport[sb3]"' in result["message"]
+    assert 'pip install "rlport[envs]"' in result["message"]
 
 
 def test_to_sb3_without_sb3_names_the_extra(bundles):
@@ -163,3 +163,46 @@ def test_the_yaml_extra_is_declared():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert pyproject["project"]["optional-dependencies"]["yaml"] == ["pyyaml>=6"]
+
+
+def test_the_torch_backend_without_torch_names_the_torch_extra(bundles):
+    result = run_blocked(
+        f"""
+        import json
+        import rlport
+        try:
+            rlport.load({str(bundles["ppo"])!r}, backend="torch")
+            print(json.dumps({{"error": None}}))
+        except rlport.MissingDependencyError as exc:
+            print(json.dumps({{"error": str(exc)}}))
+        """
+    )
+    assert result["error"] is not None and 'pip install "rlport[torch]"' in result["error"]
+
+
+def test_rlport_run_with_the_torch_backend_without_torch_names_the_torch_extra(bundles):
+    done = rlport_without(NUMPY_ONLY, "run", str(bundles["ppo"]), "--backend", "torch")
+    assert "rlport[sb3]" not in one_line_naming(done, "torch")  # torch alone: not SB3, MuJoCo and Box2D
+
+
+def test_each_extra_is_the_smallest_for_its_feature():
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = extras["optional-dependencies"]
+    assert extras["torch"] == ["torch>=2.0"]
+    assert extras["onnx"] == ["onnx>=1.15", "onnxruntime>=1.17"]
+    assert not any(line.startswith("gymnasium") for line in extras["sb3"] + extras["torch"])
+    assert extras["envs"] == ["gymnasium[classic-control,box2d,mujoco]>=0.29"]
+    assert extras["all"] == [f"rlport[{','.join(sorted(set(extras) - {'all'}, key=list(extras).index))}]"]
+
+
+def test_every_backend_names_an_extra_that_is_declared():
+    import tomllib
+
+    from rlport.runtimes.registry import BACKENDS, EXPORT_FORMATS
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    declared = set(extras["optional-dependencies"])
+    named = {entry.extra for entry in [*BACKENDS.values(), *EXPORT_FORMATS.values()]} - {None}
+    assert named <= declared and named == {"torch", "onnx", "sb3"}

@@ -32,6 +32,7 @@ from rlport.errors import (
     UnsafeFileError,
     UnsupportedError,
 )
+from rlport.runtimes import registry as _registry
 
 __version__ = "0.1.0"
 
@@ -61,7 +62,8 @@ __all__ = [
 ]
 
 
-BACKENDS = ("numpy", "torch", "onnx")
+BACKENDS = _registry.backend_names()
+"""The backends :func:`load` takes (read from :data:`rlport.runtimes.registry.BACKENDS`)."""
 
 
 def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | None = None, device: str = "cpu"):
@@ -69,35 +71,30 @@ def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | N
 
     Args:
         path: the ``.rlp`` file, or a :class:`Bundle` already in memory (``rlport.from_sb3(...)``).
-        backend: ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
+        backend: a name of :data:`BACKENDS` (the table is :mod:`rlport.runtimes.registry`):
+            ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
             or ``"onnx"`` (onnxruntime; sampling draws with numpy, as the numpy backend does).
         seed: seed for ``deterministic=False`` sampling.
         device: the torch device for the torch backend (``"cuda"`` where present).
+
+    Raises:
+        UnsupportedError: an unknown backend (the message lists the known ones), a device for a
+            backend that runs on the CPU, or a graph op the backend does not implement.
+        MissingDependencyError: the backend's packages are not installed (the message names the extra).
 
     Example:
         >>> policy = rlport.load("cartpole.rlp")                     # doctest: +SKIP
         >>> action, _ = policy.predict(obs, deterministic=True)      # doctest: +SKIP
         >>> policy = rlport.load(rlport.from_sb3(model))              # doctest: +SKIP
     """
-    if backend not in BACKENDS:
-        raise UnsupportedError(f"backend {backend!r} is not available; supported: {', '.join(BACKENDS)}")
-    if backend != "torch" and str(device) != "cpu":
-        raise UnsupportedError(f"device={device!r} applies to the torch backend; the {backend} backend runs on the CPU")
+    entry = _registry.resolve(backend, device)
     if isinstance(path, Bundle):
         bundle = path
     elif isinstance(path, (str, os.PathLike)):
         bundle = Bundle.load(path)
     else:
         raise BundleError(f"load() takes a bundle's path or a Bundle, not {type(path).__name__}")
-    if backend == "torch":
-        from rlport.runtimes.torch_runtime import TorchPolicy
-
-        return TorchPolicy(bundle, device=device, seed=seed)
-    if backend == "onnx":
-        from rlport.runtimes.onnx_runtime import OnnxPolicy
-
-        return OnnxPolicy(bundle, seed=seed)
-    return bundle.policy(seed=seed)
+    return _registry.make_policy(entry, bundle, seed=seed, device=device)
 
 
 def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, **kwargs: Any) -> Bundle:

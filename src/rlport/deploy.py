@@ -32,11 +32,13 @@ from rlport.deploy_pins import (
     target_python,
 )
 from rlport.errors import BundleError, RlportError, UnsupportedError, short
+from rlport.runtimes.registry import packable_backends
 
 __all__ = ["requirements", "pinned_requirements", "Requirements", "pack", "env_extra", "BACKENDS"]
 
-BACKENDS = ("numpy",)
-"""Runtimes a pack can target; each needs only the packages :func:`requirements` lists."""
+BACKENDS = packable_backends()
+"""Runtimes a pack can target (``packable`` in :mod:`rlport.runtimes.registry`); each needs only what
+:func:`requirements` lists."""
 
 _PACK_FILES = ("run.py", "requirements.txt", "README.md", "rlport/__init__.py")
 

@@ -33,7 +33,7 @@ def _gymnasium():
         import gymnasium
     except ImportError as exc:
         raise MissingDependencyError(
-            'running episodes needs gymnasium; pip install "rlport[sb3]" (or gymnasium and the env\'s package)'
+            'running episodes needs gymnasium; pip install "rlport[envs]" (or gymnasium and the env\'s package)'
         ) from exc
     return gymnasium
 

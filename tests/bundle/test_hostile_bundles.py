@@ -7,6 +7,7 @@ not authorship. The files are made by the tests, from the hand-made bundles of c
 
 from __future__ import annotations
 
+import re
 import sys
 import tracemalloc
 
@@ -361,3 +362,85 @@ def test_to_sb3_refuses_a_module_env_id_unless_named(tmp_path, marker_module):
     assert not marker.exists()
     model = rlport.to_sb3(tmp_path / "b.rlp", env_module=name, allow_missing_critic=True)
     assert marker.exists() and model.get_env() is not None
+
+
+# ---- what FORMAT.md 4 says to reject (issue 12, item 10) -----------------------------------------
+
+
+def _edit(crafter, kind, make_bundle, edit):
+    manifest, members = crafter.members_of(make_bundle(kind))
+    edit(manifest["graph"])
+    return _write(crafter, manifest, members)
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "attrs", "message"),
+    [
+        ("image-cnn", ("preprocess", 0), {"divisor": "255"}, r"0 \(divide\): attribute 'divisor' must be a number"),
+        ("dict-concat", ("preprocess", 0), {"n": 16.0}, r"attribute 'n' must be an integer, found 16\.0"),
+        ("image-cnn", ("policy", 0), {"stride": [4, 4, 4]}, r"attribute 'stride' must be a list of 2 integers"),
+        ("image-cnn", ("policy", 0), {"padding": [1.0, 1]}, r"attribute 'padding' must be a list of 2 integers"),
+        ("recurrent-lstm", ("policy", 0), {"hidden_size": 4.0}, "'hidden_size' must be a positive integer"),
+    ],
+    ids=["divisor-string", "n-float", "stride-triple", "padding-float", "hidden-size-float"],
+)
+def test_a_required_or_list_attribute_of_the_wrong_json_type_is_refused(make_bundle, crafter, kind, where, attrs,
+                                                                        message):  # fmt: skip
+    def edit(graph):
+        graph[where[0]][where[1]]["attrs"].update(attrs)
+
+    with pytest.raises(GraphError, match=message):
+        Bundle.load(_edit(crafter, kind, make_bundle, edit))
+
+
+def test_a_gaussian_without_its_log_std_is_refused_at_load(make_bundle, crafter):
+    def edit(graph):
+        graph["policy"][1].pop("params")
+
+    with pytest.raises(GraphError, match=r"node 1 \(gaussian\): a gaussian needs its log_std"):
+        Bundle.load(_edit(crafter, "box-squashed", make_bundle, edit))
+
+
+@pytest.mark.parametrize(
+    ("index", "field", "message"),
+    [
+        (0, {"shape": [3]}, r"graph input 'obs': an input of role 'observation' takes no field\(s\) \['shape'\]"),
+        (1, {"key": ["h"]}, r"graph input 'lstm_h': an input of role 'state' takes no field\(s\) \['key'\]"),
+        (3, {"size": 2}, r"an input of role 'episode_start' takes no field\(s\) \['size'\] .*; it takes: none"),
+    ],
+    ids=["observation-with-shape", "state-with-key", "episode-start-with-size"],
+)
+def test_an_input_with_a_field_of_another_role_is_refused(make_bundle, crafter, index, field, message):
+    def edit(graph):
+        graph["inputs"][index].update(field)
+
+    with pytest.raises(GraphError, match=message):
+        Bundle.load(_edit(crafter, "recurrent-lstm", make_bundle, edit))
+
+
+@pytest.mark.parametrize("alias", ["float", "<f4", "f4", "single", "float_"])
+def test_dtype_names_are_the_exact_numpy_names(make_bundle, crafter, alias):
+    def state(graph):
+        graph["inputs"][1]["dtype"] = alias
+
+    def cast(graph):
+        graph["preprocess"] = [{"op": "cast", "inputs": ["obs"], "outputs": ["x"], "attrs": {"dtype": alias}}]
+        graph["policy"][0]["inputs"][0] = "x"
+
+    with pytest.raises(GraphError, match="a state's dtype must be float16, float32 or float64"):
+        Bundle.load(_edit(crafter, "recurrent-lstm", make_bundle, state))
+    with pytest.raises(GraphError, match=f"cannot cast to '{re.escape(alias)}'"):
+        Bundle.load(_edit(crafter, "recurrent-lstm", make_bundle, cast))
+    manifest, members = crafter.members_of(make_bundle("box-squashed"))
+    manifest["action_space"]["dtype"] = alias
+    with pytest.raises(SpaceError, match="is not the name of a numpy bool, integer or float dtype"):
+        Bundle.load(_write(crafter, manifest, members))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_an_lstm_state_declared_other_than_float32_is_refused(make_bundle, crafter, dtype):
+    def edit(graph):
+        graph["inputs"][2]["dtype"] = dtype
+
+    with pytest.raises(GraphError, match=rf"state 'lstm_c': its next value 'lstm_c_out' .* float32, but .* {dtype}"):
+        Bundle.load(_edit(crafter, "recurrent-lstm", make_bundle, edit))

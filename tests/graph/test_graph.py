@@ -391,3 +391,58 @@ def test_graph_limits_are_the_ones_in_the_spec():
 
 def test_required_attrs_are_marked():
     assert OPS["threshold"].attrs == {"threshold": REQUIRED, "value": REQUIRED}
+
+
+# ---- attribute types and input fields (FORMAT.md 4.1, issue 12) ------------------------------------
+
+WRONG_TYPES = {
+    "divisor-string": (Node("divide", ("x",), ("y",), attrs={"divisor": "255"}), "'divisor' must be a number"),
+    "n-float": (Node("one_hot", ("x",), ("y",), attrs={"n": 16.0}), "'n' must be an integer, found 16.0"),
+    "n-bool": (Node("greedy", ("x",), ("y",), attrs={"n": True}), "'n' must be an integer"),
+    "stride-triple": (Node("conv2d", ("x",), ("y",), attrs={"stride": [4, 4, 4]}), "must be a list of 2 integers"),
+    "sizes-not-a-list": (Node("multi_one_hot", ("x",), ("y",), attrs={"sizes": 3}), "must be a list of integers"),
+    "shape-of-floats": (Node("reshape", ("x",), ("y",), attrs={"shape": [2.0, -1]}), "must be a list of integers"),
+    "dtype-not-a-string": (Node("cast", ("x",), ("y",), attrs={"dtype": 32}), "must be a dtype name"),
+    "clip-min-string": (Node("clip", ("x",), ("y",), attrs={"min": "0", "max": 1}), "'min' must be a number"),
+    "flag-as-integer": (Node("gsde", ("x", "z"), ("y",), attrs={"use_expln": 1}), "'use_expln' must be a boolean"),
+    "layers-zero": (Node("lstm", ("x",) * 4, ("y",) * 3, attrs={"layers": 0, "hidden_size": 2}), "positive integer"),
+}
+
+
+@pytest.mark.parametrize(("node", "message"), WRONG_TYPES.values(), ids=WRONG_TYPES.keys())
+def test_attributes_of_the_wrong_json_type_are_rejected(node, message):
+    with pytest.raises(GraphError, match=rf"^op '{node.op}': attribute .*{re.escape(message)}"):
+        node.resolved_attrs()
+
+
+def test_attribute_messages_name_the_node_when_validating():
+    graph = _with_node(0, attrs={"dtype": 4})
+    with pytest.raises(GraphError, match=r"^node 0 \(cast\): attribute 'dtype' must be a dtype name"):
+        graph.validate(MLP_RANKS)
+
+
+def test_numbers_accept_integers_and_types_accept_their_defaults():
+    assert Node("divide", ("x",), ("y",), attrs={"divisor": 255}).resolved_attrs() == {"divisor": 255}
+    assert Node("conv2d", ("x",), ("y",), attrs={"stride": (2, 2)}).resolved_attrs()["stride"] == (2, 2)
+
+
+FOREIGN_FIELDS = {
+    "observation-with-shape": ({"name": "obs", "role": "observation", "shape": [3]}, "['shape']"),
+    "observation-with-dtype": ({"name": "obs", "role": "observation", "key": None, "dtype": "float32"}, "['dtype']"),
+    "state-with-key": ({"name": "h", "role": "state", "shape": [4], "output": "h2", "key": ["h"]}, "['key']"),
+    "state-with-size": ({"name": "h", "role": "state", "shape": [4], "output": "h2", "size": 2}, "['size']"),
+    "mask-with-output": ({"name": "m", "role": "action_mask", "size": 2, "output": "m2"}, "['output']"),
+    "episode-start-with-key": ({"name": "s", "role": "episode_start", "key": None}, "['key']"),
+}
+
+
+@pytest.mark.parametrize(("data", "fields"), FOREIGN_FIELDS.values(), ids=FOREIGN_FIELDS.keys())
+def test_an_input_carrying_fields_of_another_role_is_rejected(data, fields):
+    with pytest.raises(GraphError, match=rf"of role '{data['role']}' takes no field\(s\) {re.escape(fields)}"):
+        GraphInput.from_json(data)
+
+
+@pytest.mark.parametrize("alias", ["float", "<f4", "f4", "single", "Float32"])
+def test_a_state_dtype_is_an_exact_name(alias):
+    with pytest.raises(GraphError, match="a state's dtype must be float16, float32 or float64"):
+        GraphInput.from_json({"name": "h", "role": "state", "shape": [4], "output": "h2", "dtype": alias})

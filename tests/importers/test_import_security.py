@@ -169,7 +169,7 @@ def test_cli_import_of_a_zip_and_a_folder(saved, tmp_path, capsys):
     assert "PPO" in capsys.readouterr().out
 
 
-def test_a_renamed_env_whose_spaces_differ_is_a_clear_error(tmp_path):
+def test_a_renamed_env_whose_spaces_differ_is_a_clear_warning(tmp_path):
     from gymnasium import spaces
     from sb3_models import SpacesEnv
     from stable_baselines3 import DQN
@@ -182,10 +182,11 @@ def test_a_renamed_env_whose_spaces_differ_is_a_clear_error(tmp_path):
     (run / "LunarLander-v2" / "args.yml").write_text(
         "!!python/object/apply:collections.OrderedDict\n- - - algo\n    - dqn\n  - - env\n    - LunarLander-v2\n"
     )
-    with pytest.raises(
-        rlport.EnvError, match=r"LunarLander-v2 was renamed LunarLander-v3, but the spaces differ.*shape"
-    ):
-        rlport.import_zoo(run)
+    # issue 12 item 5: an import never fails because of the env; the recorded id is kept, with the reason
+    renamed = r"LunarLander-v2 was renamed LunarLander-v3, but the spaces differ.*shape"
+    with pytest.warns(rlport.RlportWarning, match=renamed):
+        bundle = rlport.import_zoo(run)
+    assert bundle.env.id == "LunarLander-v2" and "spaces differ" in bundle.provenance["env_id_note"]
 
 
 def _policy_kwargs_as_text(saved: Path, **entries: str) -> None:

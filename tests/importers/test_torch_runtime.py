@@ -283,4 +283,4 @@ def test_missing_torch_raises_only_when_the_policy_is_made():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert 'pip install "rlport[sb3]"' in result.stdout
+    assert 'pip install "rlport[torch]"' in result.stdout

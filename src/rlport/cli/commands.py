@@ -342,12 +342,12 @@ def _refuse_special_file(path: Path) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     """``rlport export``: write a bundle as ONNX, as an SB3 .zip or as an RL Zoo run folder."""
     from rlport.bundle.bundle import Bundle
+    from rlport.runtimes.registry import export_format, load_object
 
-    if args.format in ("sb3", "zoo"):
+    writer = export_format(args.format).writer  # an unknown format: UnsupportedError naming the known ones
+    if args.format in ("sb3", "zoo"):  # options of their own (critic, VecNormalize, the run folder's files)
         return _export_sb3(args)
-    from rlport.exporters.onnx_export import export_onnx
-
-    path = export_onnx(Bundle.load(args.bundle), args.output, opset=args.opset)
+    path = load_object(writer)(Bundle.load(args.bundle), args.output, opset=args.opset)
     result = {"output": str(path), "format": args.format, "opset": args.opset, "size_bytes": Path(path).stat().st_size}
     size = f"{result['size_bytes'] / 1024:.1f} KiB"
     text = f"exported {args.bundle} to {path} (ONNX opset {args.opset}, {size}): raw observation in, final action out"

@@ -24,6 +24,7 @@ from rlport.cli.commands import cmd_demo, cmd_export, cmd_import, cmd_inspect, c
 from rlport.cli.deploy import cmd_fingerprint, cmd_pack, cmd_requirements, cmd_verify
 from rlport.cli.output import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, emit_error, plain_warnings, printable
 from rlport.errors import RlportError
+from rlport.runtimes.registry import backend_names, export_format_names
 
 __all__ = ["main", "MAX_MESSAGE_CHARS", "MAX_INTERNAL_MESSAGE_CHARS"]
 
@@ -46,10 +47,10 @@ _PYTHON_HELP = (
 _PACK_BACKEND_HELP = "the runtime on the target (numpy: the only one a pack holds; it needs no torch)"
 # optional packages rlport imports lazily -> the smallest extra that installs them
 _EXTRA_OF_MODULE = {
-    "torch": "sb3",
+    "torch": "torch",
     "stable_baselines3": "sb3",
     "sb3_contrib": "sb3",
-    "gymnasium": "sb3",
+    "gymnasium": "envs",
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "yaml": "yaml",
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--env-module", type=types.module_name, metavar="MODULE", help=_ENV_MODULE_HELP)
     p.add_argument("--seed", type=types.seed, default=0, help=_SEED_HELP)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "torch", "onnx"], help="the runtime to act with")
+    p.add_argument("--backend", default="numpy", choices=backend_names(), help="the runtime to act with")
     p.add_argument("--device", default="cpu", help="torch backend: the torch device (cpu, cuda, cuda:1, mps)")
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
     p.set_defaults(func=cmd_run)
@@ -148,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="onnx",
-        choices=["onnx", "sb3", "zoo"],
+        choices=export_format_names(),
         help="onnx: one .onnx file; sb3: a .zip for ALGO.load (+ its VecNormalize statistics); "
         "zoo: an RL Zoo run folder (ENV.zip, ENV/config.yml, ENV/args.yml, ENV/vecnormalize.pkl) for rl_zoo3.enjoy",
     )

@@ -31,6 +31,7 @@ from rlport.bundle.spaces import dummy_observation
 from rlport.errors import GraphError, RlportError, UnsupportedError
 from rlport.exporters.onnx_builder import Builder, numpy_dtype, require_onnx
 from rlport.exporters.onnx_ops import EMITTERS
+from rlport.graph.passes import live_nodes
 from rlport.graph.schema import op_schema
 from rlport.runtimes.numpy_ops import bind
 
@@ -122,24 +123,6 @@ def _trace(bundle: Bundle, values: dict[str, np.ndarray]) -> dict[str, np.ndarra
     return {name: np.asarray(value) for name, value in values.items()}
 
 
-def _live_nodes(graph, needed: set[str], *, deterministic: bool = True) -> list[tuple[Any, int | None]]:
-    """The nodes that ``needed`` values depend on, each with the input it passes through (if any).
-
-    Acting deterministically, a stochastic op with ``mode_passthrough`` (a Gaussian) is its mean,
-    so its other inputs (the log-std branch) are not needed.
-    """
-    needed = set(needed)
-    live = []
-    for node in reversed(list(graph.nodes())):
-        if not needed.intersection(node.outputs):
-            continue
-        passthrough = op_schema(node.op).mode_passthrough if deterministic else None
-        passthrough = 0 if node.op == "identity" else passthrough
-        needed.update(node.inputs if passthrough is None else (node.inputs[passthrough],))
-        live.append((node, passthrough))
-    return live[::-1]
-
-
 def _graph_outputs(graph) -> list[tuple[str, int]]:
     """The action and the next recurrent states, each with its batch axis."""
     return [(graph.output, 0)] + [(s.output, s.batch_axis) for s in graph.inputs_with_role("state")]
@@ -153,7 +136,7 @@ def sampling_split(graph) -> tuple[list[Any], list[str]]:
         by numpy) and the head's outputs: the values the tail reads from the head, then the
         graph's outputs the head computes itself.
     """
-    live = [node for node, _ in _live_nodes(graph, {name for name, _ in _graph_outputs(graph)}, deterministic=False)]
+    live = [step.node for step in live_nodes(graph, deterministic=False)]
     tail, drawn = [], set()
     for node in live:
         if op_schema(node.op).stochastic or drawn.intersection(node.inputs):
@@ -177,9 +160,10 @@ def _value_info(b: Builder, name: str, example: np.ndarray, batch_axis: int | No
 def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray], live: list) -> dict[str, str]:
     """Emit the ``live`` nodes; return value name -> the ONNX name holding it."""
     alias = {graph_input.name: graph_input.name for graph_input in bundle.graph.inputs}
-    for node, passthrough in live:
-        if passthrough is not None:
-            alias[node.outputs[0]] = alias[node.inputs[passthrough]]
+    for step in live:
+        node = step.node
+        if step.passthrough is not None:
+            alias[node.outputs[0]] = alias[node.inputs[step.passthrough]]
             continue
         emitter = EMITTERS.get(node.op)
         if emitter is None:
@@ -234,10 +218,10 @@ def onnx_model(bundle: Bundle, opset: int = MIN_OPSET, outputs: list[str] | None
     b.ranks.update({name: value.ndim for name, value in inputs.items()})
     if outputs is None:
         named = _graph_outputs(graph)
-        live = _live_nodes(graph, {name for name, _ in named})
+        live = live_nodes(graph, deterministic=True, needed=[name for name, _ in named])
     else:
         named = [(name, None) for name in outputs]
-        live = _live_nodes(graph, set(outputs), deterministic=False)
+        live = live_nodes(graph, deterministic=False, needed=outputs)
     alias = _emit(b, bundle, trace, live)
     for name, _ in named:
         if alias[name] != name:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,13 @@ STAGES = ("preprocess", "policy", "postprocess")
 _GRAPH_FIELDS = frozenset({"inputs", "output", *STAGES})
 _NODE_FIELDS = frozenset({"op", "inputs", "outputs", "params", "attrs"})
 _INPUT_FIELDS = frozenset({"name", "role", "key", "shape", "batch_axis", "output", "dtype", "size"})
+_ROLE_FIELDS = {
+    "observation": frozenset({"key"}),
+    "state": frozenset({"shape", "batch_axis", "output", "dtype"}),
+    "episode_start": frozenset(),
+    "action_mask": frozenset({"size"}),
+}
+"""The fields (besides ``name`` and ``role``) an input of each role may carry."""
 
 
 def _known_fields(data: dict, known: frozenset[str], what: str) -> None:
@@ -60,31 +67,33 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _same_kind(value: Any, default: Any) -> bool:
-    """Whether an attribute value has the JSON type of the schema's default."""
-    if isinstance(default, bool):
-        return isinstance(value, (bool, np.bool_))
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(default, int):
-        return isinstance(value, numbers.Integral)
-    if isinstance(default, float):
-        return isinstance(value, numbers.Real)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return True
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_attr(op: str, name: str, value: Any, default: Any, choices: tuple | None) -> None:
-    if default is not REQUIRED and not _same_kind(value, default):
-        kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(type(default), "a list")
-        raise GraphError(f"op {short(op)}: attribute {short(name)} must be {kind}, found {short(value)}")
+def _integers(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(_integer(v) for v in value)
+
+
+_TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "boolean": (lambda v: isinstance(v, (bool, np.bool_)), "a boolean"),
+    "integer": (_integer, "an integer"),
+    "positive integer": (lambda v: _integer(v) and v > 0, "a positive integer"),
+    "number": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)), "a number"),
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "dtype": (lambda v: isinstance(v, str), "a dtype name (a string)"),
+    "integer list": (_integers, "a list of integers"),
+    "integer pair": (lambda v: _integers(v) and len(v) == 2, "a list of 2 integers"),
+}
+"""JSON type (see ``schema.ATTR_TYPES``) -> (check, what the message calls it)."""
+
+
+def _check_attr(where: str, name: str, value: Any, kind: str, choices: tuple | None) -> None:
+    check, described = _TYPE_CHECKS[kind]
+    if not check(value):
+        raise GraphError(f"{where}: attribute {short(name)} must be {described}, found {short(value)}")
     if choices is not None and value not in choices:
-        raise GraphError(
-            f"op {short(op)}: attribute {short(name)} must be one of {list(choices)}, found {short(value)}"
-        )
+        raise GraphError(f"{where}: attribute {short(name)} must be one of {list(choices)}, found {short(value)}")
 
 
 @dataclass(frozen=True)
@@ -125,24 +134,30 @@ class Node:
             attrs,
         )
 
-    def resolved_attrs(self) -> dict[str, Any]:
+    def resolved_attrs(self, where: str | None = None) -> dict[str, Any]:
         """The node's attributes with the schema's defaults filled in.
+
+        Args:
+            where: how messages name the node (e.g. ``"node 3 (linear)"``); default: by its op.
 
         Raises:
             GraphError: an unknown or missing attribute, or one of the wrong JSON type.
         """
         schema = op_schema(self.op)
+        lead = f"{where}: " if where else ""
         unknown = set(self.attrs) - set(schema.attrs)
         if unknown:
             raise GraphError(
-                f"op {short(self.op)} has no attribute(s) {sorted(unknown)}; it takes: {sorted(schema.attrs) or 'none'}"
+                f"{lead}op {short(self.op)} has no attribute(s) {sorted(unknown)}; "
+                f"it takes: {sorted(schema.attrs) or 'none'}"
             )
         merged = {**schema.attrs, **self.attrs}
         missing = [k for k, v in merged.items() if v is REQUIRED]
         if missing:
-            raise GraphError(f"op {short(self.op)} needs attribute(s) {missing}")
+            raise GraphError(f"{lead}op {short(self.op)} needs attribute(s) {missing}")
+        named = where or f"op {short(self.op)}"
         for name, value in self.attrs.items():
-            _check_attr(self.op, name, value, schema.attrs[name], schema.attr_choices.get(name))
+            _check_attr(named, name, value, schema.attr_type(name), schema.attr_choices.get(name))
         return merged
 
 
@@ -208,6 +223,12 @@ class GraphInput:
             raise GraphError(f"a graph input must be an object with a 'name', found {short(data)}")
         _known_fields(data, _INPUT_FIELDS, f"graph input {short(data['name'])}")
         role = data.get("role")
+        foreign = sorted(set(data) - {"name", "role"} - _ROLE_FIELDS[role]) if role in ROLES else []
+        if foreign:
+            raise GraphError(
+                f"graph input {short(data['name'])}: an input of role {short(role)} takes no field(s) {foreign} "
+                f"(they belong to other roles); it takes: {sorted(_ROLE_FIELDS[role]) or 'none'}"
+            )
         key = data.get("key")
         if key is not None:
             key = _names(key, f"graph input {short(data['name'])} key")
@@ -311,10 +332,7 @@ class Graph:
         for name in node.inputs:
             if name not in defined:
                 raise GraphError(f"{where}: input {short(name)} is used before it is defined")
-        try:
-            attrs = node.resolved_attrs()
-        except GraphError as exc:
-            raise GraphError(f"{where}: {exc}") from None
+        attrs = node.resolved_attrs(where)
         roles = schema.param_roles(attrs)
         unknown = set(node.params) - set(roles)
         if unknown:

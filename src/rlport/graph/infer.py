@@ -356,6 +356,8 @@ def _multi_categorical(xs, p, a, what) -> list[Value]:
 
 def _gaussian(xs, p, a, what) -> list[Value]:
     row = _batch_first(xs[0], what)
+    if len(xs) < 2 and "log_std" not in p:
+        _fail(f"{what}: a gaussian needs its log_std, as a second input or as the 'log_std' parameter; found neither")
     if len(xs) > 1 and xs[1].shape != xs[0].shape:
         _fail(f"{what}: log_std of shape {xs[1].shape} does not match the mean's {xs[0].shape}")
     if "log_std" in p:
@@ -492,7 +494,20 @@ def infer(
         if total > MAX_GRAPH_ELEMENTS or flops > MAX_GRAPH_FLOPS:
             _fail(f"{what}: the graph needs more than {MAX_GRAPH_ELEMENTS} elements or {MAX_GRAPH_FLOPS} multiply-adds "
                   "per batch row, over the limits; the bundle is hostile or far larger than a policy")  # fmt: skip
+    _check_next_states(graph, values)
     return values
+
+
+def _check_next_states(graph: Graph, values: Mapping[str, Value]) -> None:
+    """A state's next value must have the state's own shape and declared dtype (a runtime feeds it back)."""
+    for state in graph.inputs_with_role("state"):
+        now, after = values[state.name], values[state.output]
+        if after.shape != now.shape or after.dtype != now.dtype:
+            _fail(
+                f"state {short(state.name)}: its next value {short(state.output)} has shape {after.shape} and dtype "
+                f"{after.dtype}, but the state is declared with shape {now.shape} and dtype {now.dtype}; "
+                "declare the state with the dtype its op gives (an lstm gives float32)"
+            )
 
 
 def _input_value(graph_input: Any, observations: Mapping[tuple[str, ...], Value]) -> Value:

@@ -55,7 +55,7 @@ def space_from_spec(spec: SpaceSpec) -> Any:
     try:
         from gymnasium import spaces
     except ImportError as exc:
-        raise MissingDependencyError('this needs gymnasium; pip install "rlport[sb3]"') from exc
+        raise MissingDependencyError('this needs gymnasium; pip install "rlport[envs]"') from exc
     if isinstance(spec, BoxSpec):
         return spaces.Box(low=spec.low, high=spec.high, shape=spec.shape, dtype=np.dtype(spec.dtype))
     if isinstance(spec, DiscreteSpec):

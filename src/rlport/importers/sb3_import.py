@@ -13,24 +13,21 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-
+from rlport.bundle.assemble import assemble
 from rlport.bundle.bundle import Bundle
-from rlport.bundle.manifest import EnvSpec, ProbeInfo
-from rlport.bundle.spaces import sample_observations
+from rlport.bundle.manifest import EnvSpec
 from rlport.errors import BundleError, RlportError, RlportWarning, UnsupportedError
 from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
-from rlport.importers.probes import probe_count, record_probes
 from rlport.importers.sb3_classes import MAX_CLASS_NAME_LENGTH, check_class_name, check_recorded_classes
-from rlport.importers.sb3_live import _created, jsonable, settings
+from rlport.importers.sb3_live import jsonable, settings
 from rlport.importers.sb3_policies import VARIABLE_NAME, VARIABLES, build_graph
 from rlport.importers.sb3_skeleton import build_policy
 from rlport.importers.sb3_zip import SB3File, decode_entry, read_sb3_zip
 from rlport.importers.untrusted import echo, read_regular
 from rlport.importers.vecnormalize import MAX_VECNORMALIZE_SIZE, read_vecnormalize, vec_normalize_settings
 from rlport.importers.zoo_files import run_of_model
-from rlport.verify.record import platform_key, record_verification
+from rlport.verify.record import platform_key, record_or_warn
 
 __all__ = ["import_sb3", "algorithm_of", "trusted_module", "MAX_TIMESTEPS"]
 
@@ -114,8 +111,7 @@ def trusted_module(env_id: str | None, env_module: str | None) -> str | None:
 
 
 def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
-    from rlport import __version__
-
+    """Where and with what the file was made, from its ``system_info.txt``; ``assemble`` adds when and by what."""
     info = f.system_info
     return {
         "framework": "stable-baselines3",
@@ -132,17 +128,7 @@ def _provenance(f: SB3File, algorithm: str | None) -> dict[str, Any]:
         "platform": platform_key(info.get("OS")),  # "Linux-x86_64", as from_sb3 records it
         "os": info.get("OS"),
         "imported_from": os.path.basename(f.path),
-        "created": _created(),
-        "exporter": f"rlport {__version__}",
     }
-
-
-def _probes(bundle: Bundle, count: int) -> tuple[dict[str, np.ndarray], ProbeInfo]:
-    """Observations sampled from the space with this runtime's actions (SB3 is not run on import)."""
-    policy = bundle.policy()
-    batch = sample_observations(bundle.observation_space, count, np.random.default_rng(12345))
-    tensors = record_probes(batch, lambda o, s, e: policy.predict(o, s, e, deterministic=True), policy.is_recurrent)
-    return tensors, ProbeInfo(count, policy.is_recurrent, "rlport numpy runtime at import (SB3 was not run)")
 
 
 _TRAINING_ONLY = frozenset({"optimizer_class", "replay_buffer_class", "rollout_buffer_class"})
@@ -216,7 +202,9 @@ def import_sb3(
         include_critic: also keep every other tensor of ``policy.pth`` (value / Q networks).
         algorithm: the algorithm name, when the policy class does not tell (A2C, PPO, TRPO).
         env: a full env spec (wrappers...) instead of ``env_id``/``env_kwargs``.
-        fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
+        fingerprint: record the env's dynamics fingerprint for ``rlport verify``. When the env cannot be made
+            here, or its spaces differ from the file's, the bundle is made all the same (weights and spaces
+            come from the file), with an ``RlportWarning`` saying why nothing was recorded.
         evaluate: record the returns of this many deterministic episodes (0: none; zoo runs have published ones).
         env_module: the one module an env id of the form ``module:EnvName`` may make gymnasium import
             (an ``env_id`` passed here names its own).
@@ -259,21 +247,17 @@ def import_sb3(
         source["variables"] = list(variables)
     if stats is not None:
         source["vec_normalize"] = vec_normalize_settings(stats)
-    bundle = Bundle(
-        observation_space=spec_from_space(f.observation_space),
-        action_space=spec_from_space(f.action_space),
-        graph=builder.build(builder.output),
-        tensors=tensors,
-        env=env or EnvSpec(id=env_id, kwargs=dict(env_kwargs or {})),
-        provenance=_provenance(f, algorithm),
-        source=source,
+    bundle = assemble(
+        builder.build(builder.output),
+        tensors,
+        spec_from_space(f.observation_space),
+        spec_from_space(f.action_space),
+        env or EnvSpec(id=env_id, kwargs=dict(env_kwargs or {})),
+        source,
+        _provenance(f, algorithm),
+        probes=probes,
+        runtime_note="rlport numpy runtime at import (SB3 was not run)",
+        what=str(path),
     )
-    try:
-        bundle.validate()
-    except RlportError as exc:
-        raise UnsupportedError(f"{path}: the imported graph does not validate ({exc}); please report this") from exc
-    probes = probe_count(bundle.observation_space, probes)
-    if probes > 0:
-        bundle.probes, bundle.probe_info = _probes(bundle, probes)
-    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
+    record_or_warn(bundle, str(path), fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
     return bundle

@@ -9,10 +9,8 @@ Example:
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import inspect
 import math
-import os
 import platform
 from collections.abc import Mapping
 from importlib import metadata
@@ -20,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from rlport.bundle.assemble import Reference, assemble
 from rlport.bundle.bundle import Bundle
-from rlport.bundle.manifest import EnvSpec, ProbeInfo
-from rlport.errors import MissingDependencyError, RlportError, UnsupportedError
+from rlport.bundle.manifest import EnvSpec
+from rlport.errors import MissingDependencyError, UnsupportedError
 from rlport.importers import safe_pickle
 from rlport.importers.gym_spaces import spec_from_space
-from rlport.importers.probes import MIN_PROBES, check_against_source, probe_count, record_probes
 from rlport.importers.sb3_policies import VARIABLES, build_graph, state_dict, torch_variables
 from rlport.importers.vecnormalize import vec_normalize_settings
 from rlport.verify.record import record_verification
@@ -40,16 +38,8 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _created() -> str:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def provenance(model: Any) -> dict[str, Any]:
-    """Where, when and with what the model was made (docs/FORMAT.md section 6)."""
-    from rlport import __version__
-
+    """Where and with what the model was made (docs/FORMAT.md section 6); ``assemble`` adds when and by what."""
     return {
         "framework": "stable-baselines3",
         "framework_version": _version("stable-baselines3"),
@@ -63,8 +53,6 @@ def provenance(model: Any) -> dict[str, Any]:
         "gymnasium": _version("gymnasium"),
         "device": str(getattr(model, "device", "cpu")),
         "platform": f"{platform.system()}-{platform.machine()}",
-        "created": _created(),
-        "exporter": f"rlport {__version__}",
     }
 
 
@@ -165,22 +153,30 @@ def _env_id(model: Any) -> str | None:
     return None
 
 
-def _probes(model: Any, vec_normalize: Any, count: int, recurrent: bool) -> dict[str, np.ndarray]:
-    """Observations sampled from the space and SB3's own deterministic actions for them."""
-    space = copy.deepcopy(model.observation_space)  # seeding the model's own space would change its env's samples
-    space.seed(12345)
-    samples = [space.sample() for _ in range(count)]
-    if isinstance(samples[0], dict):
-        batch = {key: np.stack([s[key] for s in samples]) for key in samples[0]}
-    else:
-        batch = np.stack(samples)
+def _reference(model: Any, vec_normalize: Any) -> Reference:
+    """SB3 as the bundle's reference: observations sampled from its space, its own deterministic actions."""
+
+    def observations(count: int) -> Any:
+        space = copy.deepcopy(model.observation_space)  # seeding the model's own space would change its env's samples
+        space.seed(12345)
+        samples = [space.sample() for _ in range(count)]
+        if isinstance(samples[0], dict):
+            return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+        return np.stack(samples)
 
     def predict(obs: Any, state: Any, episode_start: Any) -> tuple[Any, Any]:
         if vec_normalize is not None:
             obs = vec_normalize.normalize_obs(obs)
         return model.predict(obs, state=state, episode_start=episode_start, deterministic=True)
 
-    return record_probes(batch, predict, recurrent)
+    return Reference(
+        name="stable-baselines3",
+        predict=predict,
+        observations=observations,
+        recurrent=hasattr(model.policy, "lstm_actor"),
+        describe=f"stable-baselines3 {_version('stable-baselines3')} predict(deterministic=True)",
+        cannot_express=_custom_code(model.policy),
+    )
 
 
 _LIBRARIES = ("stable_baselines3.", "sb3_contrib.", "torch.")
@@ -212,11 +208,6 @@ def _custom_code(policy: Any) -> list[str]:
             found.append(f"{name} ({cls.__module__}.{cls.__qualname__})")
             found += [method for method in _overrides(module) if method not in found]
     return found
-
-
-def _check_against_sb3(bundle: Bundle, model: Any, probes: dict[str, np.ndarray]) -> None:
-    """Refuse the bundle when it does not act as SB3 does on the probes (SB3's own actions)."""
-    check_against_source(bundle, "stable-baselines3", _custom_code(model.policy), probes)
 
 
 def from_sb3(
@@ -268,11 +259,6 @@ def from_sb3(
         for name, value in full.items():
             tensors.setdefault(name, value)
         tensors.update({VARIABLES + name: value for name, value in variables.items()})
-    recurrent = hasattr(model.policy, "lstm_actor")
-    probes = probe_count(spec_from_space(model.observation_space), probes)
-    checked = probes or probe_count(spec_from_space(model.observation_space), MIN_PROBES)  # checked even if not kept
-    sb3_actions = _probes(model, vec_normalize, checked, recurrent)
-    probe_tensors = sb3_actions if probes > 0 else None
     source = {
         "framework": "stable-baselines3",
         "algorithm": type(model).__name__,
@@ -289,27 +275,17 @@ def from_sb3(
         source["variables"] = list(variables)
     if vec_normalize is not None:
         source["vec_normalize"] = vec_normalize_settings(vec_normalize)
-    bundle = Bundle(
-        observation_space=spec_from_space(model.observation_space),
-        action_space=spec_from_space(model.action_space),
-        graph=builder.build(builder.output),
-        tensors=tensors,
-        env=EnvSpec(id=env_id or _env_id(model), kwargs=dict(env_kwargs or {})),
-        provenance=provenance(model),
-        source=source,
-        probes=probe_tensors,
-        probe_info=(
-            ProbeInfo(
-                probes, recurrent, f"stable-baselines3 {_version('stable-baselines3')} predict(deterministic=True)"
-            )
-            if probe_tensors
-            else None
-        ),
+    bundle = assemble(
+        builder.build(builder.output),
+        tensors,
+        spec_from_space(model.observation_space),
+        spec_from_space(model.action_space),
+        EnvSpec(id=env_id or _env_id(model), kwargs=dict(env_kwargs or {})),
+        source,
+        provenance(model),
+        probes=probes,
+        reference=_reference(model, vec_normalize),
+        what="the exported model",
     )
-    try:
-        bundle.validate()
-    except RlportError as exc:
-        raise UnsupportedError(f"the exported graph does not validate ({exc}); please report this") from exc
-    _check_against_sb3(bundle, model, sb3_actions)
     record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle

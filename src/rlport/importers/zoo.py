@@ -28,7 +28,7 @@ from rlport.importers.zoo_files import (
     text_field,
     wrappers_from_config,
 )
-from rlport.verify.record import record_verification
+from rlport.verify.record import record_or_warn
 
 __all__ = [
     "import_zoo",
@@ -85,8 +85,12 @@ def map_env_id(env_id: str, bundle: Bundle, env_module: str | None = None) -> tu
     ``env_id`` is checked with :func:`rlport.envs.check_env_id` (``env_module`` is the one module
     it may make gymnasium import) before anything looks it up.
 
+    When the id cannot be made here and the lowest newer version whose spaces could be checked has
+    other spaces (RL Zoo Ant-v3 agents observe 111 numbers, today's Ant-v4 27), the recorded id is
+    kept, with an ``RlportWarning`` naming the newer id and the difference: an import never fails
+    because of today's env.
+
     Raises:
-        EnvError: a newer version exists but its spaces differ (the difference is named).
         UnsafeFileError: ``env_id`` would import a module other than ``env_module``.
     """
     check_env_id(env_id, env_module)
@@ -111,7 +115,10 @@ def map_env_id(env_id: str, bundle: Bundle, env_module: str | None = None) -> tu
         if trouble is None:
             return candidate, f"{env_id} is now {candidate} (observation and action spaces checked: they match)"
         if isinstance(trouble, SpaceError):
-            raise EnvError(f"{env_id} was renamed {candidate}, but the spaces differ: {trouble}") from trouble
+            note = (f"{env_id} was renamed {candidate}, but the spaces differ: {trouble}; the bundle keeps "
+                    f"{env_id} and the file's spaces (rlport run and verify will report the difference)")  # fmt: skip
+            warnings.warn(note, RlportWarning, stacklevel=2)
+            return env_id, note
     candidate = f"{name}-v{newer[0]}"
     return candidate, f"{env_id} is now {candidate}; its spaces could not be checked here ({problem})"
 
@@ -128,7 +135,7 @@ def _try_env(env_id: str, bundle: Bundle, env_module: str | None) -> Exception |
     except (EnvError, MissingDependencyError) as exc:
         return exc
     try:
-        check_spaces(bundle.policy(), env, exact=False)
+        check_spaces(bundle, env, exact=False)  # the bundle's spaces: no policy built for a comparison
     except SpaceError as exc:
         return exc
     finally:
@@ -191,7 +198,9 @@ def import_zoo(
             caller's own choice, trusted.
         probes: how many probes to record.
         include_critic: keep every tensor of the model.
-        fingerprint: record the env's dynamics fingerprint for ``rlport verify`` (when the env can be made).
+        fingerprint: record the env's dynamics fingerprint for ``rlport verify``. When the env cannot be made
+            here, or its spaces differ from the run's, the bundle is made all the same (weights and spaces
+            come from the file), with an ``RlportWarning`` saying why nothing was recorded.
         evaluate: record the returns of this many episodes (0: none; the published returns are the reference).
         env_module: the one module a ``module:EnvName`` env id may make gymnasium import.
         algorithm: the algorithm name when the run's ``args.yml`` does not say.
@@ -232,5 +241,5 @@ def import_zoo(
     bundle.provenance.update(published, zoo_run=f"{folder.parent.name}/{folder.name}", zoo_env_id=recorded_id)
     if note:
         bundle.provenance["env_id_note"] = note
-    record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
+    record_or_warn(bundle, str(folder), fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
     return bundle

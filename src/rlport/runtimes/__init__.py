@@ -1,1 +1,1 @@
-"""rlport.runtimes."""
+"""rlport.runtimes: the backends that run a bundle; :mod:`rlport.runtimes.registry` lists them."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from rlport.bundle.spaces import DictSpec
 from rlport.errors import GraphError, RlportError
+from rlport.graph.passes import graph_results, live_nodes
 from rlport.graph.schema import op_schema
 from rlport.runtimes.numpy_ops import IMPLEMENTATIONS, bind
 from rlport.runtimes.predict import GraphPredictor
@@ -52,26 +53,6 @@ def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext):
         raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
 
 
-def _live_steps(graph, steps: list, deterministic: bool) -> list:
-    """The steps that contribute to the outputs, and for each the inputs it passes through.
-
-    When acting deterministically, an op with ``mode_passthrough`` returns that input
-    unchanged, so its other inputs (a Gaussian's log_std branch) need not be computed.
-    """
-    needed = {graph.output, *(i.output for i in graph.inputs_with_role("state"))}
-    live = []
-    for fn, node in reversed(steps):
-        if not needed.intersection(node.outputs):
-            continue
-        passthrough = op_schema(node.op).mode_passthrough if deterministic else None
-        if node.op == "identity":
-            passthrough = 0
-        used = node.inputs if passthrough is None else (node.inputs[passthrough],)
-        needed.update(used)
-        live.append((fn, node, passthrough))
-    return live[::-1]
-
-
 def _compile(graph, steps: list, deterministic: bool) -> Callable[..., tuple]:
     """Straight-line Python for the graph: one line per live node, values in local variables.
 
@@ -81,18 +62,19 @@ def _compile(graph, steps: list, deterministic: bool) -> Callable[..., tuple]:
     slot = {graph_input.name: k for k, graph_input in enumerate(graph.inputs)}
     lines = [f"def run({', '.join(f'v{k}' for k in range(len(graph.inputs)))}):"]
     namespace: dict[str, Any] = {}
-    for index, (fn, node, passthrough) in enumerate(_live_steps(graph, steps, deterministic)):
-        if passthrough is not None:
-            slot[node.outputs[0]] = slot[node.inputs[passthrough]]
+    for step in live_nodes(graph, deterministic):
+        node, index = step.node, step.index
+        if step.passthrough is not None:
+            slot[node.outputs[0]] = slot[node.inputs[step.passthrough]]
             continue
+        fn = steps[index][0]
         for name in node.outputs:
             slot[name] = len(slot)
         namespace[f"f{index}"] = fn
         outs = ", ".join(f"v{slot[n]}" for n in node.outputs)
         ins = ", ".join(f"v{slot[n]}" for n in node.inputs)
         lines.append(f"    {outs}{',' if len(node.outputs) > 1 else ''} = f{index}({ins})")
-    results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
-    lines.append(f"    return ({', '.join(f'v{slot[n]}' for n in results)},)")
+    lines.append(f"    return ({', '.join(f'v{slot[n]}' for n in graph_results(graph))},)")
     exec(compile("\n".join(lines), "<rlport graph>", "exec"), namespace)  # noqa: S102
     return namespace["run"]
 

@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from rlport.errors import GraphError, RlportError, UnsupportedError
+from rlport.graph.passes import graph_results, live_nodes
 from rlport.graph.schema import op_schema
-from rlport.runtimes.numpy_runtime import _live_steps
 from rlport.runtimes.torch_ops import IMPLEMENTATIONS, RENAMED_PARAMS, torch_dtype
 
 __all__ = ["GraphModule", "forward_parameter_names"]
@@ -157,10 +157,12 @@ class GraphModule(nn.Module):
                 torch_dtype(attrs["dtype"])  # any other dtype name is refused here, by name
             self._steps.append((IMPLEMENTATIONS[node.op], params, attrs, op_schema(node.op).stochastic))
         self.tensor_names = {value: key for key, value in attribute.items()}
-        steps = [(index, node) for index, node in enumerate(graph.nodes())]
-        self._plans = {mode: _live_steps(graph, steps, mode) for mode in (True, False)}
+        self._plans = {
+            mode: [(step.index, step.node, step.passthrough) for step in live_nodes(graph, mode)]
+            for mode in (True, False)
+        }
         self._input_names = [graph_input.name for graph_input in graph.inputs]
-        self._results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
+        self._results = graph_results(graph)
         # one context per mode, never mutated by forward(), so that torch.compile(fullgraph=True) can trace it
         self._ctxs = {mode: SimpleNamespace(deterministic=mode, generator=None) for mode in (True, False)}
         self.to(device)

@@ -59,7 +59,7 @@ class TorchPolicy(GraphPredictor):
     backend = "torch"
 
     def __init__(self, bundle: Bundle, device: str = "cpu", seed: int | None = None) -> None:
-        torch = require("torch", "sb3", "the torch runtime")
+        torch = require("torch", "torch", "the torch runtime")
         from rlport.runtimes.torch_graph_module import GraphModule
 
         self._torch = torch

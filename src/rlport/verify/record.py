@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from importlib import metadata
 
 from rlport.bundle.bundle import Bundle
-from rlport.errors import EnvError, MissingDependencyError, SpaceError
+from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError
 
-__all__ = ["record_verification", "ENV_PACKAGES", "env_package", "platform_key"]
+__all__ = ["record_verification", "record_or_warn", "ENV_PACKAGES", "env_package", "platform_key"]
 
 ENV_PACKAGES = ("box2d", "mujoco")
 """Physics packages whose version is recorded when the env needs one (they change what an env does)."""
@@ -71,8 +72,12 @@ def record_verification(
 
     try:
         env = make_env(bundle.env, env_module=env_module)
-        check_spaces(bundle.policy(), env, exact=False)
-    except (EnvError, MissingDependencyError, SpaceError) as exc:
+    except (EnvError, MissingDependencyError) as exc:
+        return f"verification records skipped: {exc}"
+    try:
+        check_spaces(bundle, env, exact=False)  # the bundle's spaces: no policy built for a comparison
+    except SpaceError as exc:
+        env.close()
         return f"verification records skipped: {exc}"
     verification = dict(bundle.verification or {})
     if fingerprint:
@@ -92,6 +97,31 @@ def record_verification(
     bundle.verification = verification
     bundle.provenance["env_packages"] = _installed(env_package(bundle.env.id))
     return None
+
+
+def record_or_warn(
+    bundle: Bundle, what: str, fingerprint: bool = True, evaluate: int = 0, env_module: str | None = None
+) -> str | None:
+    """:func:`record_verification`, with an ``RlportWarning`` saying why nothing was recorded when it was asked.
+
+    An import never fails because of today's env: when it cannot be made, or its spaces differ from
+    the file's, the bundle keeps the file's weights and spaces, and ``rlport run`` / ``rlport verify``
+    report the difference later. ``what`` names the source in the warning. A bundle without an env id
+    is not warned about (there is no env to make; ``rlport run --env ID`` names one).
+
+    Returns:
+        None when recorded (or nothing was asked), else why nothing was recorded.
+    """
+    reason = record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate, env_module=env_module)
+    if reason is not None and bundle.env.id:
+        asked = " and ".join(n for n, on in (("fingerprint", fingerprint), ("evaluation", evaluate > 0)) if on)
+        warnings.warn(
+            f"{what}: no {asked} recorded for rlport verify ({reason}); the bundle is written with the file's "
+            "weights and spaces, and rlport run / verify report the difference (--no-fingerprint: do not try)",
+            RlportWarning,
+            stacklevel=3,
+        )
+    return reason
 
 
 def _installed(package: str | None) -> dict[str, str]:
