@@ -92,15 +92,28 @@ def test_summary(make_bundle):
     assert make_bundle("with-probes").summary()["probes"]["count"] == 5
 
 
-def test_validate_turns_running_out_of_memory_into_a_graph_error(make_bundle, monkeypatch):
+def test_validate_builds_no_runtime(make_bundle, monkeypatch):
+    bundle = make_bundle()
+
+    def built(*args, **kwargs):
+        raise AssertionError("validate built a runtime")
+
+    monkeypatch.setattr(Bundle, "policy", built)
+    monkeypatch.setattr("rlport.runtimes.numpy_runtime.NumpyPolicy.__init__", built)
+    bundle.validate()  # static checks only
+
+
+def test_a_runtime_turns_running_out_of_memory_into_a_graph_error(make_bundle, monkeypatch):
+    from rlport.runtimes.numpy_runtime import NumpyPolicy
+
     bundle = make_bundle()
 
     def huge(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(Bundle, "policy", huge)
+    monkeypatch.setattr(NumpyPolicy, "predict", huge)
     with pytest.raises(GraphError, match="needs more memory than there is"):
-        bundle.validate()
+        bundle.policy()
 
 
 def test_newer_minor_version_is_read(make_bundle, crafter):

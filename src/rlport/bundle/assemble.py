@@ -26,7 +26,6 @@ from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.bundle.probes import MIN_PROBES, Predict, check_against_source, probe_count, record_probes
 from rlport.bundle.spaces import SpaceSpec, sample_observations
-from rlport.bundle.static import check_statically
 from rlport.errors import GraphError, RlportError, UnsupportedError
 from rlport.graph.graph import Graph
 
@@ -143,13 +142,9 @@ def _checked_policy(bundle: Bundle, what: str) -> Any:
         UnsupportedError: any check fails; a producer made a graph it should not have.
     """
     try:
-        bundle.graph.validate({name: np.ndim(array) for name, array in bundle.tensors.items()})
-        bundle._check_observation_inputs()  # noqa: SLF001 - the bundle's own check, run here without its dry run
-        check_statically(bundle.graph, bundle.tensors, bundle.observation_space, bundle.action_space)
+        bundle.validate()  # static
         try:
-            return bundle.policy()
-        except MemoryError:
-            raise GraphError("running the graph on a dummy batch needs more memory than there is") from None
+            return bundle.policy()  # the numpy runtime's dry run
         except (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError) as exc:
             raise GraphError(f"the graph cannot be prepared for running: {type(exc).__name__}: {exc}") from exc
     except RlportError as exc:

@@ -163,29 +163,20 @@ class Bundle:
     # ---- use ----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        """Check the graph against the tensors and spaces, and dry-run it on a dummy batch.
+        """Check the graph against the tensors and spaces, statically: nothing is run, no runtime is built.
 
-        Before anything runs, the graph's shapes, dtypes and ranges are inferred
-        (``rlport.graph.infer``): every value must stay within the size limits, every parameter
-        must be finite, and the action must lie in the action space for any observation.
+        The graph's shapes, dtypes and ranges are inferred (``rlport.graph.infer``): every node
+        must fit its inputs and parameters, every value stay within the size limits, every
+        parameter be finite, and the action lie in the action space for any observation. (Each
+        runtime also runs the graph once on a dummy batch when it is built.)
 
         Raises:
-            GraphError: the graph is inconsistent, over the limits, has non-finite parameters,
-                can act outside its action space, or fails (or gives a wrongly shaped action)
-                on a dummy observation batch.
+            GraphError: the graph is inconsistent, over the limits, has non-finite parameters or
+                can act outside its action space.
         """
         self.graph.validate({name: np.ndim(array) for name, array in self.tensors.items()})
         self._check_observation_inputs()
         check_statically(self.graph, self.tensors, self.observation_space, self.action_space)
-        try:
-            self.policy()
-        except RlportError:
-            raise
-        except MemoryError:
-            raise GraphError("running the graph on a dummy batch needs more memory than there is") from None
-        except (ValueError, TypeError, IndexError, KeyError, AttributeError, ArithmeticError) as exc:
-            # A bound op rejected its attributes or parameters before it ever ran.
-            raise GraphError(f"the graph cannot be prepared for running: {type(exc).__name__}: {exc}") from exc
 
     def _check_observation_inputs(self) -> None:
         """One ``observation`` input per leaf of the observation space, keyed by its path."""

@@ -202,8 +202,11 @@ class GraphPredictor:
         """Run the graph once on a dummy batch: shape errors surface at load, not in the field."""
         batch = 2
         obs = dry_run_observation(self.observation_space, batch)
-        with np.errstate(all="ignore"):
-            action, _ = self.predict(obs, deterministic=True)
+        try:
+            with np.errstate(all="ignore"):
+                action, _ = self.predict(obs, deterministic=True)
+        except MemoryError:
+            raise GraphError("running the graph on a dummy batch needs more memory than there is") from None
         if isinstance(self.action_space, DictSpec):
             raise GraphError("dict action spaces are not supported (SB3 does not support them either)")
         expected = (batch, *self.action_space.shape)
