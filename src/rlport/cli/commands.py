@@ -252,6 +252,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(f"rlport import: {flag} is for a model .zip; a run folder brings its own, drop the option",
                   file=sys.stderr)  # fmt: skip
             return EXIT_BAD_INPUT
+    if getattr(args, "best", False) and not source.is_dir():
+        print("rlport import: --best is for an RL Zoo run folder (it picks RUN/best_model.zip); pass the folder",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
     if args.vecnormalize and args.no_vecnormalize:
         print("rlport import: --vecnormalize and --no-vecnormalize contradict each other; pass one", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -269,7 +273,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             try:
                 bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
                                     fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
-                                    env_module=args.env_module, algorithm=args.algorithm)  # fmt: skip
+                                    env_module=args.env_module, algorithm=args.algorithm,
+                                    best=getattr(args, "best", False))  # fmt: skip
             except MissingDependencyError as exc:  # reading the run needs YAML; the .zip alone does not
                 if run is None:
                     raise

@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="import a .zip alone, even inside an RL Zoo run folder: without the run's statistics and wrappers",
     )
+    p.add_argument(
+        "--best",
+        action="store_true",
+        help="from an RL Zoo run folder, import best_model.zip (as the zoo's enjoy --load-best) instead of ENV.zip",
+    )
     p.add_argument("--env", default=None, help="gymnasium env id to record (default: the run's)")
     p.add_argument(
         "--algorithm", type=types.algorithm, help="algorithm name when the file does not tell (A2C, PPO, TRPO...)"

@@ -221,7 +221,8 @@ def _system_info(text: str) -> dict[str, str]:
 def _variables(members: dict[str, bytes], path: str, size: int) -> dict[str, np.ndarray]:
     for name in ("pytorch_variables.pth", "tensors.pth"):
         if name in members:
-            return read_torch_file(members[name], what=f"{path}: {name}", file_size=size)
+            # None: a variable SB3 did not use (log_ent_coef with a fixed ent_coef, which to_sb3 then restores)
+            return read_torch_file(members[name], what=f"{path}: {name}", file_size=size, skip_none=True)
     return {}
 
 

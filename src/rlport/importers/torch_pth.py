@@ -329,21 +329,27 @@ def _materialize(
     return np.array(view, order="C")
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, _Tensor], what: str, depth: int = 0) -> None:
+def _flatten(
+    obj: Any, prefix: str, out: dict[str, _Tensor], what: str, depth: int = 0, skip_none: bool = False
+) -> None:
     if isinstance(obj, _Tensor) and prefix:
         out[prefix] = obj
+    elif obj is None and skip_none and prefix:
+        return  # an unset variable (SB3's log_ent_coef with a fixed ent_coef): nothing to keep
     elif isinstance(obj, dict) and depth < 16:
         for key, value in obj.items():
             name = f"{prefix}.{key}" if prefix else key
             if not isinstance(key, str) or name in out:
                 raise BundleError(f"{what}: state_dict key {echo(key)} is not a string or is repeated")
-            _flatten(value, name, out, what, depth + 1)
+            _flatten(value, name, out, what, depth + 1, skip_none)
     else:
         found = safe_pickle.global_name(obj) or type(obj).__name__
         raise BundleError(f"{what}: expected a state_dict (tensors by name); {prefix or 'the top level'} is {found}")
 
 
-def read_torch_file(data: bytes, *, what: str, file_size: int | None = None) -> dict[str, np.ndarray]:
+def read_torch_file(
+    data: bytes, *, what: str, file_size: int | None = None, skip_none: bool = False
+) -> dict[str, np.ndarray]:
     """The tensors of a ``torch.save``-d state_dict as numpy arrays; torch is not needed or imported.
 
     Args:
@@ -351,6 +357,8 @@ def read_torch_file(data: bytes, *, what: str, file_size: int | None = None) -> 
         what: what the file is, for error messages.
         file_size: the size on disk of the file ``data`` came from, when it was inflated out of
             another archive (an SB3 ``.zip``): the memory limits scale with it, not with ``data``.
+        skip_none: leave out entries that are None instead of refusing them (SB3's ``pytorch_variables.pth``
+            holds ``log_ent_coef = None`` when SAC/TQC ran with a fixed ``ent_coef``).
 
     Returns:
         Tensor name -> C-contiguous array, in the file's order; nested dicts are flattened
@@ -369,7 +377,7 @@ def read_torch_file(data: bytes, *, what: str, file_size: int | None = None) -> 
     else:
         obj, raws, big_endian = _read_legacy(data, what)
     tensors: dict[str, _Tensor] = {}
-    _flatten(obj, "", tensors, what)
+    _flatten(obj, "", tensors, what, skip_none=skip_none)
     if len(tensors) > MAX_TENSORS:
         raise BundleError(f"{what} holds {len(tensors)} tensors, more than {MAX_TENSORS}; not a policy's state_dict")
     cache: dict[tuple[str, str], np.ndarray] = {}
