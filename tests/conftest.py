@@ -1,4 +1,4 @@
-"""Helper modules in tests/ (isolation.py, zoo.py) importable from every test folder; the zoo_sample fixture."""
+"""Shared test fixtures; helper modules in tests/ (isolation, zoo, sb3_models, old_layouts) importable everywhere."""
 
 import os
 import sys
@@ -38,3 +38,17 @@ def zoo_sample() -> Path:
     Missing: the test fails in CI (``CI=true``) or when ``$RLPORT_ZOO_SAMPLE`` is set, and skips elsewhere.
     """
     return require_zoo_sample()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny networks: torch's thread pool only adds contention (SB3 predicts ~30x slower on 2 cores)."""
+    try:
+        import torch
+    except ImportError:  # the numpy-only tests run without torch
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,28 +1,35 @@
-"""The import graph between rlport's subpackages: the core stays the core, and no new cycle appears.
+"""The import graph between rlport's units: layered, without a cycle (docs/ARCHITECTURE.md).
 
 Every ``from rlport... import`` and ``import rlport...`` in src/rlport is read (module level and inside
-functions alike). ``graph`` imports only ``errors``; ``errors`` imports nothing of rlport; ``bundle``
-imports only ``graph`` and ``errors`` (and ``runtimes`` for ``Bundle.policy()``, a known exception).
-The cycles that remain are listed in docs/ARCHITECTURE.md and here; the graph-core issue removes them,
-and this test fails on any new one.
+functions alike). A unit is a subpackage (``backends``) or a top-level module (``envs``). Each unit
+has a layer; a unit may import only units of lower layers, so no cycle can form, and the core
+(``errors``, ``graph``, ``bundle``) imports nothing above it.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
-from itertools import permutations
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rlport"
-KNOWN_CYCLES = {
-    frozenset({"bundle", "runtimes"}),  # Bundle.policy() builds a numpy policy
-    frozenset({"runtimes", "exporters"}),  # the onnx backend runs the ONNX exporter
-    frozenset({"envs", "importers"}),  # gym spaces, renamed env ids
-    frozenset({"importers", "verify"}),  # recording verification data at import
-    frozenset({"cli", "demo"}),  # the progress bar
-    frozenset({"cli", "packed"}),  # the packed runner's warnings
+LAYERS = {
+    "errors": 0,
+    "graph": 1,
+    "bundle": 2,
+    "deploy_pins": 1,
+    "backends": 3,
+    "readers": 3,
+    "assemble": 4,
+    "envs": 4,
+    "deploy": 4,
+    "verify": 5,
+    "frameworks": 6,
+    "(root)": 7,
+    "cli": 8,
+    "__main__": 9,
 }
+"""The layers of docs/ARCHITECTURE.md: a unit imports only units of a lower layer."""
 
 
 def _unit(path: Path) -> str:
@@ -56,23 +63,58 @@ def edges() -> dict[str, set[str]]:
     return found
 
 
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every unit that can reach itself, with one path back to it (depth-first search)."""
+    found = []
+    for start in sorted(graph):
+        stack, seen = [(start, [start])], set()
+        while stack:
+            unit, path = stack.pop()
+            for nxt in sorted(graph.get(unit, ())):
+                if nxt == start:
+                    found.append(path + [start])
+                    stack = []
+                    break
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_every_unit_has_a_layer():
+    units = {_unit(path) for path in PACKAGE.rglob("*.py")}
+    assert units <= set(LAYERS), f"add these units to LAYERS and docs/ARCHITECTURE.md: {sorted(units - set(LAYERS))}"
+
+
+def test_imports_point_down():
+    upward = sorted(
+        f"{source} -> {target}"
+        for source, targets in edges().items()
+        for target in targets
+        if LAYERS.get(target, 99) >= LAYERS.get(source, -1)
+    )
+    assert upward == [], upward
+
+
 def test_the_core_imports_nothing_above_it():
     graph = edges()
     assert graph.get("errors", set()) == set()
     assert graph.get("graph", set()) <= {"errors"}
-    assert graph.get("bundle", set()) <= {"errors", "graph", "runtimes"}, graph.get("bundle")
+    assert graph.get("bundle", set()) <= {"errors", "graph"}, graph.get("bundle")
 
 
-def test_no_cycle_between_subpackages_but_the_known_ones():
-    graph = edges()
-    cycles = {frozenset({a, b}) for a, b in permutations(graph, 2) if b in graph[a] and a in graph.get(b, set())}
-    assert cycles <= KNOWN_CYCLES, f"new import cycles: {sorted(map(sorted, cycles - KNOWN_CYCLES))}"
+def test_no_cycle_between_units():
+    assert cycles(edges()) == []
 
 
 def test_the_reader_of_the_import_graph_sees_imports(tmp_path, monkeypatch):
-    """The check can fail: a module of ``graph`` importing ``bundle`` is seen."""
+    """The checks can fail: a module of ``graph`` importing ``bundle`` is seen, and so is the cycle it makes."""
     fake = tmp_path / "rlport"
     (fake / "graph").mkdir(parents=True)
+    (fake / "bundle").mkdir()
     (fake / "graph" / "x.py").write_text("def f():\n    from rlport.bundle.bundle import Bundle\n")
+    (fake / "bundle" / "y.py").write_text("import rlport.graph.graph\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    assert edges() == {"graph": {"bundle"}}
+    assert edges() == {"graph": {"bundle"}, "bundle": {"graph"}}
+    assert cycles(edges()) == [["bundle", "graph", "bundle"], ["graph", "bundle", "graph"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}})[0] == ["a", "b", "c", "a"]

@@ -200,7 +200,7 @@ def test_each_extra_is_the_smallest_for_its_feature():
 def test_every_backend_names_an_extra_that_is_declared():
     import tomllib
 
-    from rlport.runtimes.registry import BACKENDS, EXPORT_FORMATS
+    from rlport.backends.registry import BACKENDS, EXPORT_FORMATS
 
     extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
     declared = set(extras["optional-dependencies"])

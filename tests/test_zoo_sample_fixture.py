@@ -15,10 +15,10 @@ from zoo import require_zoo_sample, zoo_files, zoo_params, zoo_sample_path
 REPOSITORY = Path(__file__).resolve().parents[1]
 # every test module that reads the sample (their sample tests have "zoo" in their names or module)
 USERS = [
-    "tests/importers/test_safe_pickle.py",
-    "tests/importers/test_torch_pth.py",
-    "tests/importers/test_vecnormalize.py",
-    "tests/importers/test_zoo_sample.py",
+    "tests/readers/test_safe_pickle.py",
+    "tests/readers/test_torch_pth.py",
+    "tests/frameworks/test_vecnormalize.py",
+    "tests/frameworks/test_zoo_sample.py",
     "tests/security/test_class_table.py",
     "tests/verify/test_verify.py",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rlport.backends import registry as _registry
 from rlport.bundle.bundle import Bundle
 from rlport.errors import (
     ActionError,
@@ -32,7 +33,6 @@ from rlport.errors import (
     UnsafeFileError,
     UnsupportedError,
 )
-from rlport.runtimes import registry as _registry
 
 __version__ = "0.1.0"
 
@@ -63,7 +63,7 @@ __all__ = [
 
 
 BACKENDS = _registry.backend_names()
-"""The backends :func:`load` takes (read from :data:`rlport.runtimes.registry.BACKENDS`)."""
+"""The backends :func:`load` takes (read from :data:`rlport.backends.registry.BACKENDS`)."""
 
 
 def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | None = None, device: str = "cpu"):
@@ -71,7 +71,7 @@ def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | N
 
     Args:
         path: the ``.rlp`` file, or a :class:`Bundle` already in memory (``rlport.from_sb3(...)``).
-        backend: a name of :data:`BACKENDS` (the table is :mod:`rlport.runtimes.registry`):
+        backend: a name of :data:`BACKENDS` (the table is :mod:`rlport.backends.registry`):
             ``"numpy"`` (numpy only), ``"torch"`` (``.module`` is a plain ``torch.nn.Module``)
             or ``"onnx"`` (onnxruntime; sampling draws with numpy, as the numpy backend does).
         seed: seed for ``deterministic=False`` sampling.
@@ -100,9 +100,9 @@ def load(path: str | os.PathLike | Bundle, backend: str = "numpy", seed: int | N
 def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, **kwargs: Any) -> Bundle:
     """Export a live Stable-Baselines3 / sb3-contrib model to a :class:`Bundle`.
 
-    See :func:`rlport.importers.sb3_live.from_sb3` for the arguments.
+    See :func:`rlport.frameworks.sb3.live.from_sb3` for the arguments.
     """
-    from rlport.importers.sb3_live import from_sb3 as _from_sb3
+    from rlport.frameworks.sb3.live import from_sb3 as _from_sb3
 
     return _from_sb3(model, vec_normalize=vec_normalize, env_id=env_id, **kwargs)
 
@@ -110,12 +110,12 @@ def from_sb3(model: Any, vec_normalize: Any = None, env_id: str | None = None, *
 def import_sb3(path: str | os.PathLike, vecnormalize: str | os.PathLike | None = None, **kwargs: Any) -> Bundle:
     """Import an SB3 ``.zip`` (SB3 1.0 to 2.x, sb3-contrib) without torch and without running pickle.
 
-    See :func:`rlport.importers.sb3_import.import_sb3` for the arguments.
+    See :func:`rlport.frameworks.sb3.importer.import_sb3` for the arguments.
 
     Example:
         >>> bundle = rlport.import_sb3("model.zip", vecnormalize="vecnormalize.pkl")   # doctest: +SKIP
     """
-    from rlport.importers.sb3_import import import_sb3 as _import_sb3
+    from rlport.frameworks.sb3.importer import import_sb3 as _import_sb3
 
     return _import_sb3(path, vecnormalize=vecnormalize, **kwargs)
 
@@ -123,12 +123,12 @@ def import_sb3(path: str | os.PathLike, vecnormalize: str | os.PathLike | None =
 def import_zoo(folder: str | os.PathLike, **kwargs: Any) -> Bundle:
     """Import an RL Zoo run folder (``ALGO/ENV_1/``): model, VecNormalize, wrappers, published returns.
 
-    See :func:`rlport.importers.zoo.import_zoo` for the arguments.
+    See :func:`rlport.frameworks.zoo.run.import_zoo` for the arguments.
 
     Example:
         >>> bundle = rlport.import_zoo("rl-trained-agents/ppo/Walker2d-v3_1")   # doctest: +SKIP
     """
-    from rlport.importers.zoo import import_zoo as _import_zoo
+    from rlport.frameworks.zoo.run import import_zoo as _import_zoo
 
     return _import_zoo(folder, **kwargs)
 
@@ -136,13 +136,13 @@ def import_zoo(folder: str | os.PathLike, **kwargs: Any) -> Bundle:
 def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -> Any:
     """Rebuild the SB3 / sb3-contrib model of a bundle, weights loaded, ready to ``.learn()``.
 
-    See :func:`rlport.exporters.to_sb3.to_sb3` for the arguments.
+    See :func:`rlport.frameworks.sb3.to_sb3.to_sb3` for the arguments.
 
     Example:
         >>> model = rlport.to_sb3("model.rlp")                          # doctest: +SKIP
         >>> model.learn(10_000, reset_num_timesteps=False)              # doctest: +SKIP
     """
-    from rlport.exporters.to_sb3 import to_sb3 as _to_sb3
+    from rlport.frameworks.sb3.to_sb3 import to_sb3 as _to_sb3
 
     return _to_sb3(bundle, env=env, **kwargs)
 
@@ -150,12 +150,12 @@ def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -
 def export_sb3(bundle: Bundle | str | os.PathLike, path: str | os.PathLike, **kwargs: Any) -> list:
     """Write a bundle as an SB3 ``.zip`` (and ``NAME.vecnormalize.pkl``) that ``ALGO.load`` reads.
 
-    See :func:`rlport.exporters.to_sb3.export_sb3` for the arguments.
+    See :func:`rlport.frameworks.sb3.to_sb3.export_sb3` for the arguments.
 
     Example:
         >>> rlport.export_sb3("walker.rlp", "walker.zip")               # doctest: +SKIP
     """
-    from rlport.exporters.to_sb3 import export_sb3 as _export_sb3
+    from rlport.frameworks.sb3.to_sb3 import export_sb3 as _export_sb3
 
     return _export_sb3(bundle, path, **kwargs)
 
@@ -163,11 +163,11 @@ def export_sb3(bundle: Bundle | str | os.PathLike, path: str | os.PathLike, **kw
 def export_zoo(bundle: Bundle | str | os.PathLike, folder: str | os.PathLike, **kwargs: Any) -> Any:
     """Write a bundle as an RL Zoo run folder that the zoo's ``enjoy`` plays as it was trained.
 
-    See :func:`rlport.exporters.zoo_export.export_zoo` for the arguments.
+    See :func:`rlport.frameworks.zoo.export.export_zoo` for the arguments.
 
     Example:
         >>> rlport.export_zoo("walker.rlp", "logs/ppo/Walker2d-v4_1")   # doctest: +SKIP
     """
-    from rlport.exporters.zoo_export import export_zoo as _export_zoo
+    from rlport.frameworks.zoo.export import export_zoo as _export_zoo
 
     return _export_zoo(bundle, folder, **kwargs)

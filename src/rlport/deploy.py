@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlport.backends.registry import packable_backends
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.container import remove_stale_temps, temp_path
 from rlport.deploy_pins import (
@@ -32,12 +33,11 @@ from rlport.deploy_pins import (
     target_python,
 )
 from rlport.errors import BundleError, RlportError, UnsupportedError, short
-from rlport.runtimes.registry import packable_backends
 
 __all__ = ["requirements", "pinned_requirements", "Requirements", "pack", "env_extra", "BACKENDS"]
 
 BACKENDS = packable_backends()
-"""Runtimes a pack can target (``packable`` in :mod:`rlport.runtimes.registry`); each needs only what
+"""Runtimes a pack can target (``packable`` in :mod:`rlport.backends.registry`); each needs only what
 :func:`requirements` lists."""
 
 _PACK_FILES = ("run.py", "requirements.txt", "README.md", "rlport/__init__.py")
@@ -262,7 +262,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 _RUN_PY = '''"""Run the packed rlport bundle: python run.py [--episodes N] [--seed S] (numpy only, no torch).
 
 Checks the actions recorded at export (the probes), then plays episodes in the bundle's env when
-it can be made here; see rlport/packed.py.
+it can be made here; see rlport/cli/packed.py.
 """
 
 import os
@@ -271,7 +271,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # the vendored rlport next to this file
 
-from rlport.packed import main  # noqa: E402
+from rlport.cli.packed import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(os.path.join(HERE, {BUNDLE})))

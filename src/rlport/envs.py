@@ -242,7 +242,7 @@ def check_spaces(
         hint: what the message tells the user to do.
     """
     from rlport.bundle.spaces import is_image
-    from rlport.importers.gym_spaces import spec_from_space
+    from rlport.readers.gym_spaces import spec_from_space
 
     for role, ours in (("observation", policy.observation_space), ("action", policy.action_space)):
         theirs = spec_from_space(getattr(env, f"{role}_space"))

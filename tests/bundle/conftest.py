@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec, ProbeInfo
 from rlport.bundle.spaces import BoxSpec, DictSpec, DiscreteSpec
@@ -200,7 +201,7 @@ def with_probes(seed: int = 0) -> Bundle:
     """The discrete MLP with five parity probes recorded from its own deterministic actions."""
     bundle = discrete_mlp(seed)
     obs = np.random.default_rng(seed + 1).uniform(-1, 1, (5, 4)).astype(np.float32)
-    action, _ = bundle.policy().predict(obs, deterministic=True)
+    action, _ = NumpyPolicy(bundle).predict(obs, deterministic=True)
     bundle.probes = {"obs": obs, "action": np.asarray(action, np.int64)}
     bundle.probe_info = ProbeInfo(5, False, "tests predict(deterministic=True)")
     return bundle

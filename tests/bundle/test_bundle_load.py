@@ -12,6 +12,7 @@ import pytest
 import safetensors.numpy
 
 import rlport
+from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.spaces import DictSpec, dummy_observation
 from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError, SpaceError
@@ -20,7 +21,7 @@ from rlport.errors import BundleError, FormatVersionError, GraphError, Integrity
 
 
 def _actions(bundle: Bundle, seed: int = 0):
-    policy = bundle.policy(seed=seed)
+    policy = NumpyPolicy(bundle, seed=seed)
     obs = dummy_observation(bundle.observation_space, 5)
     rng = np.random.default_rng(seed)
     if not isinstance(bundle.observation_space, DictSpec) and obs.dtype.kind == "f":
@@ -52,7 +53,7 @@ def test_round_trip_keeps_everything(tmp_path, any_bundle):
 
 def test_probes_replay_after_loading(tmp_path, make_bundle):
     loaded = Bundle.load(make_bundle("with-probes").save(tmp_path / "p.rlp"))
-    action, _ = loaded.policy().predict(loaded.probes["obs"], deterministic=True)
+    action, _ = NumpyPolicy(loaded).predict(loaded.probes["obs"], deterministic=True)
     np.testing.assert_array_equal(action, loaded.probes["action"])
     assert loaded.probe_info.count == len(loaded.probes["obs"])
 
@@ -65,7 +66,7 @@ def test_rlport_load_gives_a_policy(tmp_path, make_bundle):
 
 
 def test_predict_batches_like_sb3(any_bundle):
-    policy = any_bundle.policy()
+    policy = NumpyPolicy(any_bundle)
     batch = dummy_observation(any_bundle.observation_space, 3)
     one = {k: v[0] for k, v in batch.items()} if isinstance(batch, dict) else batch[0]
     shape = any_bundle.action_space.shape
@@ -76,7 +77,7 @@ def test_predict_batches_like_sb3(any_bundle):
 def test_channel_last_image_gives_the_same_action(make_bundle):
     bundle = make_bundle("image-cnn")
     images = np.random.default_rng(0).integers(0, 256, (4, 3, 8, 8), dtype=np.uint8)
-    policy = bundle.policy()
+    policy = NumpyPolicy(bundle)
     first, _ = policy.predict(images, deterministic=True)
     last, _ = policy.predict(images.transpose(0, 2, 3, 1), deterministic=True)
     np.testing.assert_array_equal(first, last)
@@ -98,13 +99,12 @@ def test_validate_builds_no_runtime(make_bundle, monkeypatch):
     def built(*args, **kwargs):
         raise AssertionError("validate built a runtime")
 
-    monkeypatch.setattr(Bundle, "policy", built)
-    monkeypatch.setattr("rlport.runtimes.numpy_runtime.NumpyPolicy.__init__", built)
+    monkeypatch.setattr("rlport.backends.numpy.NumpyPolicy.__init__", built)
     bundle.validate()  # static checks only
 
 
 def test_a_runtime_turns_running_out_of_memory_into_a_graph_error(make_bundle, monkeypatch):
-    from rlport.runtimes.numpy_runtime import NumpyPolicy
+    from rlport.backends.numpy import NumpyPolicy
 
     bundle = make_bundle()
 
@@ -113,7 +113,7 @@ def test_a_runtime_turns_running_out_of_memory_into_a_graph_error(make_bundle, m
 
     monkeypatch.setattr(NumpyPolicy, "predict", huge)
     with pytest.raises(GraphError, match="needs more memory than there is"):
-        bundle.policy()
+        NumpyPolicy(bundle)
 
 
 def test_newer_minor_version_is_read(make_bundle, crafter):

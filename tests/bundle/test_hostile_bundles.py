@@ -14,6 +14,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec
 from rlport.errors import MAX_MESSAGE, BundleError, GraphError, RlportError, SpaceError, UnsafeFileError
@@ -94,7 +95,7 @@ def test_one_hot_with_many_categories_needs_no_square_matrix(make_bundle, crafte
     error, peak = _load_peak(_write(crafter, manifest, members))
     assert error is None, error
     assert peak < 64 << 20  # an n x n identity would be 9 GiB
-    policy = Bundle.load(crafter.write(manifest, members)).policy()
+    policy = NumpyPolicy(Bundle.load(crafter.write(manifest, members)))
     seven, _ = policy.predict({"pos": np.zeros(2, np.float32), "mode": 7}, deterministic=True)
     other, _ = policy.predict({"pos": np.zeros(2, np.float32), "mode": 8}, deterministic=True)
     assert seven.shape == () and seven in (0, 1) and other in (0, 1)

@@ -14,6 +14,7 @@ import torch
 from stable_baselines3 import PPO
 
 import rlport
+from rlport.backends.numpy import NumpyPolicy
 from rlport.cli.main import main
 
 
@@ -174,7 +175,7 @@ def test_export_sb3_gives_files_plain_sb3_loads(tmp_path, capsys):
     venv = VecNormalize.load(outputs[1], make_vec_env("Pendulum-v1"))
     assert venv.obs_rms.count == 777.0 and venv.clip_obs == 4.0
     obs = np.random.default_rng(0).uniform(-1, 1, (32, 3)).astype(np.float32)
-    ours, _ = bundle.policy().predict(obs, deterministic=True)
+    ours, _ = NumpyPolicy(bundle).predict(obs, deterministic=True)
     theirs, _ = model.predict(venv.normalize_obs(obs), deterministic=True)
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 

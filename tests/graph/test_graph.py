@@ -11,8 +11,8 @@ import pytest
 
 from rlport.errors import GraphError
 from rlport.graph.graph import MAX_STATE_ELEMENTS, Graph, GraphInput, Node
+from rlport.graph.reference import IMPLEMENTATIONS
 from rlport.graph.schema import MAX_LSTM_LAYERS, OPS, REQUIRED, op_schema
-from rlport.runtimes.numpy_ops import IMPLEMENTATIONS
 
 FORMAT_MD = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 
@@ -385,8 +385,9 @@ def test_graph_limits_are_the_ones_in_the_spec():
     assert "more than 2^34 multiply-adds per batch row" in text and infer.MAX_RANK == 8
     assert (spaces.MAX_ELEMENTS, spaces.MAX_LEAVES, spaces.MAX_DEPTH, spaces.MAX_DISCRETE) == (2**24, 1024, 16, 2**31)
     assert "at most 1024 leaves and 16 nested levels in a `dict` space" in text
-    assert " ".join(sorted(infer.CAST_DTYPES)) == " ".join(sorted(
-        "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split()))
+    assert " ".join(sorted(infer.CAST_DTYPES)) == " ".join(
+        sorted("bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split())
+    )
 
 
 def test_required_attrs_are_marked():

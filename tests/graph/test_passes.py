@@ -69,7 +69,7 @@ def test_pass_through_comes_from_the_schema_not_the_op_name(monkeypatch):
 
 @pytest.mark.parametrize(
     "module",
-    ["rlport.runtimes.numpy_runtime", "rlport.exporters.onnx_export", "rlport.runtimes.torch_graph_module"],
+    ["rlport.backends.numpy", "rlport.backends.onnx.export", "rlport.backends.torch.module"],
 )
 def test_every_backend_prunes_with_the_one_pass(module):
     if module.endswith("torch_graph_module"):

@@ -4,7 +4,7 @@ A bundle's ``source`` names classes (``policy_class``, ``policy_kwargs`` entries
 hyperparameters) and anyone can re-sign an edited manifest. ``to_sb3`` used to check only a
 prefix and then follow attributes, so ``stable_baselines3.common.save_util.os.abort`` resolved to
 ``os.abort`` and SB3 called it. Now a name must be a key of
-:data:`rlport.importers.sb3_classes.CLASSES` for its key's role, checked by name before anything
+:data:`rlport.frameworks.sb3.classes.CLASSES` for its key's role, checked by name before anything
 is imported. Every attack here runs for real: ``os.abort`` & co. are replaced by markers (so that
 a regression shows as a recorded call, not a dead test process), and a module the hostile name
 points into must stay out of ``sys.modules``.
@@ -27,7 +27,7 @@ import pytest
 
 from isolation import BLOCKER
 from rlport.errors import UnsupportedError
-from rlport.importers.sb3_classes import (
+from rlport.frameworks.sb3.classes import (
     _TABLE,
     CLASSES,
     KEY_ROLES,
@@ -200,7 +200,7 @@ def test_deep_nesting_is_refused_without_recursing_through_it():
 def test_the_table_needs_neither_torch_nor_sb3():
     code = """
         import json, sys
-        from rlport.importers.sb3_classes import check_class_name, check_recorded_classes
+        from rlport.frameworks.sb3.classes import check_class_name, check_recorded_classes
         from rlport.errors import UnsupportedError
         check_recorded_classes({"activation_fn": "torch.nn.Tanh"}, {}, "stable_baselines3.ppo.MlpPolicy", "x")
         try:
@@ -217,7 +217,7 @@ def test_the_table_needs_neither_torch_nor_sb3():
 
 
 def test_every_class_the_zoo_sample_records_is_in_the_table(zoo_sample):
-    from rlport.importers.sb3_import import import_sb3
+    from rlport.frameworks.sb3.importer import import_sb3
 
     zips = sorted(zoo_sample.glob("*/*/*.zip"))
     assert zips
@@ -327,7 +327,7 @@ def test_classes_the_caller_passes_replace_refused_names(ppo_bundle, markers):
 
 def test_table_names_resolve_to_classes_of_their_role():
     """Every entry exists in the installed torch / SB3 / sb3-contrib and derives from its role's base."""
-    from rlport.exporters.sb3_settings import resolve_class as _class
+    from rlport.frameworks.sb3.settings import resolve_class as _class
 
     for name, role in CLASSES.items():
         key = next(key for key, r in KEY_ROLES.items() if r == role)
@@ -338,7 +338,7 @@ def test_table_names_resolve_to_classes_of_their_role():
 def test_the_resolved_object_must_be_a_class_of_the_role(replacement, monkeypatch):
     import torch.nn.modules.activation
 
-    from rlport.exporters.sb3_settings import resolve_class as _class
+    from rlport.frameworks.sb3.settings import resolve_class as _class
 
     monkeypatch.setattr(torch.nn.modules.activation, "ReLU", replacement)
     with pytest.raises(UnsupportedError, match=r"activation_fn torch.nn.modules.activation.ReLU is .*not a subclass"):

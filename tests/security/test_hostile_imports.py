@@ -32,10 +32,10 @@ import pytest
 
 import rlport
 from rlport.errors import BundleError, SpaceError, UnsafeFileError
-from rlport.importers.sb3_zip import read_sb3_zip
-from rlport.importers.vecnormalize import MAX_VECNORMALIZE_SIZE
-from rlport.importers.zoo import published_returns
-from rlport.importers.zoo_files import MAX_EVALUATIONS_SIZE, MAX_YAML_SIZE
+from rlport.frameworks.sb3.vecnormalize import MAX_VECNORMALIZE_SIZE
+from rlport.frameworks.sb3.zip import read_sb3_zip
+from rlport.frameworks.zoo.files import MAX_EVALUATIONS_SIZE, MAX_YAML_SIZE
+from rlport.frameworks.zoo.run import published_returns
 
 ZOO_ARGS = "!!python/object/apply:collections.OrderedDict\n- - - algo\n    - ppo\n  - - env\n    - CartPole-v1\n"
 
@@ -160,7 +160,7 @@ def test_zip_bomb_is_refused_before_reading(tmp_path):
     bomb = tmp_path / "bomb.zip"
     bomb.write_bytes(raw_zip([(name, stream, 1 << 30) for name in names]))
     assert bomb.stat().st_size < 5 << 20
-    outcome = guarded(f"from rlport.importers.sb3_zip import read_sb3_zip; read_sb3_zip({str(bomb)!r})")
+    outcome = guarded(f"from rlport.frameworks.sb3.zip import read_sb3_zip; read_sb3_zip({str(bomb)!r})")
     assert outcome.startswith("BundleError:") and "uncompressed bytes" in outcome, outcome
 
 
@@ -170,7 +170,7 @@ def test_a_member_that_lies_about_its_size_is_stopped_at_its_declared_size(saved
     entries = [(name, zlib.compress(data)[2:-4], len(data)) for name, data in content.items() if name != "data"]
     liar = tmp_path / "liar.zip"
     liar.write_bytes(raw_zip([("data", deflated_zeros(64 << 20), 100), *entries]))
-    outcome = guarded(f"from rlport.importers.sb3_zip import read_sb3_zip; read_sb3_zip({str(liar)!r})")
+    outcome = guarded(f"from rlport.frameworks.sb3.zip import read_sb3_zip; read_sb3_zip({str(liar)!r})")
     assert outcome.startswith("BundleError:") and "'data'" in outcome, outcome
 
 
@@ -193,9 +193,9 @@ def test_a_device_is_refused_unread():
     """/dev/zero never ends: a reader that opened it would fill memory (capped here: a wrong error instead)."""
     if not Path("/dev/zero").exists():
         pytest.skip("no /dev/zero here")
-    outcome = guarded("from rlport.importers.sb3_zip import read_sb3_zip; read_sb3_zip('/dev/zero')")
+    outcome = guarded("from rlport.frameworks.sb3.zip import read_sb3_zip; read_sb3_zip('/dev/zero')")
     assert outcome.startswith("BundleError:") and "character device" in outcome, outcome
-    outcome = guarded("from rlport.importers.untrusted import read_regular; read_regular('/dev/zero', 1 << 40)")
+    outcome = guarded("from rlport.readers.untrusted import read_regular; read_regular('/dev/zero', 1 << 40)")
     assert outcome.startswith("BundleError:") and "character device" in outcome, outcome
 
 
@@ -352,7 +352,7 @@ def test_a_tiny_policy_pth_of_stride_0_tensors_is_refused(saved):
         archive.writestr("archive/data/0", b"\x00" * 4)
     assert len(out.getvalue()) < 1024
     rewrite(saved, **{"policy.pth": out.getvalue()})
-    outcome = guarded(f"from rlport.importers.sb3_zip import read_sb3_zip; read_sb3_zip({str(saved)!r})")
+    outcome = guarded(f"from rlport.frameworks.sb3.zip import read_sb3_zip; read_sb3_zip({str(saved)!r})")
     assert outcome.startswith("BundleError:") and "would need" in outcome, outcome
 
 
@@ -508,7 +508,7 @@ def test_zoo_yaml_must_be_a_small_regular_file(saved, tmp_path, make, fragment):
 
 
 def test_small_aliases_still_read(saved, tmp_path):
-    from rlport.importers.zoo import read_zoo_yaml, wrappers_from_config
+    from rlport.frameworks.zoo.run import read_zoo_yaml, wrappers_from_config
 
     config = "policy: &p MlpPolicy\nnormalize: false\nnote: [*p, *p]\n"
     run = zoo_run(saved, tmp_path, **{"config.yml": config})

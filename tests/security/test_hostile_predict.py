@@ -1,6 +1,6 @@
 """Hostile and odd arguments to ``predict``: every backend refuses them alike, or acts alike (issue 10).
 
-The numpy, onnx and torch backends share one validation (:class:`rlport.runtimes.predict.GraphPredictor`).
+The numpy, onnx and torch backends share one validation (:class:`rlport.backends.predict.GraphPredictor`).
 The differential test runs a table of odd inputs (NaN / infinite / fractional / out-of-range
 discrete values, wrong dtypes, byte orders, layouts, ranks, empty batches, Python lists, dicts
 with missing keys, bad masks, episode starts, states and ``deterministic`` flags) through all
@@ -24,17 +24,16 @@ from gymnasium import spaces
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "importers"))  # the shared SB3 model builders
 
-from sb3_models import OBS_SPACES, ModelSpec, SpacesEnv, make_model, sample_obs  # noqa: E402
-
 import rlport  # noqa: E402
+from rlport.backends.numpy import NumpyPolicy  # noqa: E402
+from rlport.backends.onnx.export import export_onnx, onnx_model  # noqa: E402
+from rlport.backends.onnx.runtime import OnnxPolicy  # noqa: E402
+from rlport.backends.torch.runtime import TorchPolicy  # noqa: E402
 from rlport.bundle.bundle import Bundle  # noqa: E402
 from rlport.bundle.spaces import BoxSpec, DiscreteSpec  # noqa: E402
 from rlport.errors import ActionError, GraphError, ObservationError, RlportError, UnsupportedError  # noqa: E402
-from rlport.exporters.onnx_export import export_onnx, onnx_model  # noqa: E402
 from rlport.graph.graph import Graph, GraphInput, Node  # noqa: E402
-from rlport.runtimes.numpy_runtime import NumpyPolicy  # noqa: E402
-from rlport.runtimes.onnx_runtime import OnnxPolicy  # noqa: E402
-from rlport.runtimes.torch_runtime import TorchPolicy  # noqa: E402
+from sb3_models import OBS_SPACES, ModelSpec, SpacesEnv, make_model, sample_obs  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
@@ -598,12 +597,14 @@ def test_a_cast_to_any_other_dtype_is_an_unsupported_error_naming_it(dtype):
     shown = repr(dtype)[:100]
     # a dtype name that is no string is refused by the graph's attribute types, before either backend looks
     typed = r"op 'cast': attribute 'dtype' must be a dtype name"
-    with pytest.raises((UnsupportedError, GraphError),
-                       match=rf"op 'cast' .*cannot be written to ONNX; supported: bool, int8|{typed}") as info:
+    with pytest.raises(
+        (UnsupportedError, GraphError), match=rf"op 'cast' .*cannot be written to ONNX; supported: bool, int8|{typed}"
+    ) as info:
         onnx_model(bundle)
     assert shown in str(info.value) and len(str(info.value)) < 600
-    with pytest.raises((UnsupportedError, GraphError),
-                       match=rf"dtype .* has no torch equivalent here; supported: bool, int8|{typed}") as info:
+    with pytest.raises(
+        (UnsupportedError, GraphError), match=rf"dtype .* has no torch equivalent here; supported: bool, int8|{typed}"
+    ) as info:
         TorchPolicy(bundle)
     assert shown in str(info.value) and len(str(info.value)) < 600
 

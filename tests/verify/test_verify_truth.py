@@ -28,7 +28,7 @@ from rlport.cli.main import main
 from rlport.envs import check_spaces
 from rlport.errors import SpaceError
 from rlport.graph.graph import Graph, GraphInput, Node
-from rlport.importers.gym_spaces import spec_from_space
+from rlport.readers.gym_spaces import spec_from_space
 from rlport.verify.checks import check_dependencies, returns_verdict, verify
 from rlport.verify.record import env_package, record_verification
 from rlport.verify.render import render_report

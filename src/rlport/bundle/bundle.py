@@ -3,7 +3,7 @@
 Example:
     >>> bundle = Bundle.load("cartpole.rlp")          # doctest: +SKIP
     >>> bundle.save("copy.rlp")                       # doctest: +SKIP
-    >>> action, _ = bundle.policy().predict(obs)      # doctest: +SKIP
+    >>> action, _ = NumpyPolicy(bundle).predict(obs)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -188,12 +188,6 @@ class Bundle:
                 f"the graph's observation inputs have keys {show} but the observation space has "
                 f"leaves {[list(k) if k else None for k in expected]}; there must be one input per leaf"
             )
-
-    def policy(self, seed: int | None = None):
-        """A :class:`~rlport.runtimes.numpy_runtime.NumpyPolicy` acting with this bundle."""
-        from rlport.runtimes.numpy_runtime import NumpyPolicy
-
-        return NumpyPolicy(self, seed=seed)
 
     def summary(self) -> dict[str, Any]:
         """A short JSON-able description (what ``rlport inspect`` shows)."""

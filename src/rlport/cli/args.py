@@ -99,8 +99,8 @@ def env_kwargs(text: str) -> dict[str, Any]:
 
 
 def algorithm(text: str) -> str:
-    """An argparse type: an algorithm rlport knows (``rlport.exporters.to_sb3.ALGORITHMS``), in any case."""
-    from rlport.exporters.to_sb3 import ALGORITHMS
+    """An argparse type: an algorithm rlport knows (``rlport.frameworks.sb3.to_sb3.ALGORITHMS``), in any case."""
+    from rlport.frameworks.sb3.to_sb3 import ALGORITHMS
 
     by_lower = {name.lower(): name for name in ALGORITHMS}
     if text.lower() not in by_lower:

@@ -223,9 +223,9 @@ def _render_demo(r: dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``rlport demo``: train, export, reload and compare with SB3 (``rlport.demo.run_demo``)."""
+    """``rlport demo``: train, export, reload and compare with SB3 (``rlport.cli.demo.run_demo``)."""
+    from rlport.cli.demo import require_training_packages, run_demo
     from rlport.cli.progress import Progress
-    from rlport.demo import require_training_packages, run_demo
 
     require_training_packages()  # before any folder is made or any step trained
 
@@ -241,8 +241,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     from rlport.bundle.container import check_destination
     from rlport.errors import MissingDependencyError, RlportWarning
-    from rlport.importers.sb3_import import import_sb3
-    from rlport.importers.zoo import import_zoo, run_of_model
+    from rlport.frameworks.sb3.importer import import_sb3
+    from rlport.frameworks.zoo.run import import_zoo, run_of_model
 
     began = time.perf_counter()
     source = Path(args.source)
@@ -346,8 +346,8 @@ def _refuse_special_file(path: Path) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``rlport export``: write a bundle as ONNX, as an SB3 .zip or as an RL Zoo run folder."""
+    from rlport.backends.registry import export_format, load_object
     from rlport.bundle.bundle import Bundle
-    from rlport.runtimes.registry import export_format, load_object
 
     writer = export_format(args.format).writer  # an unknown format: UnsupportedError naming the known ones
     if args.format in ("sb3", "zoo"):  # options of their own (critic, VecNormalize, the run folder's files)
@@ -369,7 +369,7 @@ def _export_sb3(args: argparse.Namespace) -> int:
 
     from rlport.bundle.bundle import Bundle
     from rlport.errors import RlportWarning
-    from rlport.exporters.to_sb3 import check_critic, export_sb3
+    from rlport.frameworks.sb3.to_sb3 import check_critic, export_sb3
 
     if args.format == "zoo" and args.vecnormalize:
         print("rlport export: --vecnormalize is for --format sb3; the zoo layout keeps the statistics at "
@@ -382,7 +382,7 @@ def _export_sb3(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
         if args.format == "zoo":
-            from rlport.exporters.zoo_export import enjoy_command, export_zoo
+            from rlport.frameworks.zoo.export import enjoy_command, export_zoo
 
             paths, enjoy = export_zoo(bundle, args.output, **options), enjoy_command(args.output, bundle)
         else:

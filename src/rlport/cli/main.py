@@ -19,12 +19,12 @@ import os
 import sys
 from collections.abc import Sequence
 
+from rlport.backends.registry import backend_names, export_format_names
 from rlport.cli import args as types
 from rlport.cli.commands import cmd_demo, cmd_export, cmd_import, cmd_inspect, cmd_run
 from rlport.cli.deploy import cmd_fingerprint, cmd_pack, cmd_requirements, cmd_verify
 from rlport.cli.output import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, emit_error, plain_warnings, printable
 from rlport.errors import RlportError
-from rlport.runtimes.registry import backend_names, export_format_names
 
 __all__ = ["main", "MAX_MESSAGE_CHARS", "MAX_INTERNAL_MESSAGE_CHARS"]
 

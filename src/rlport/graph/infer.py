@@ -44,9 +44,7 @@ MAX_GRAPH_FLOPS = 1 << 34
 """The most multiply-adds the graph's linear, conv2d and lstm ops may take per batch row (about 17 G)."""
 MAX_RANK = 8
 """The most axes a value (batch axis included) may have."""
-CAST_DTYPES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split()
-)
+CAST_DTYPES = frozenset("bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64".split())
 """The dtypes a ``cast`` node may name."""
 
 _F32 = np.dtype(np.float32)
@@ -273,7 +271,7 @@ def _layer_norm(xs, p, a, what) -> list[Value]:
     _number(a, "epsilon", what, 0.0)
     for role, param in p.items():
         if param.shape != row[len(row) - axes :]:
-            _fail(f"{what}: {role} of shape {param.shape} does not fit the normalised shape {row[len(row) - axes:]}")
+            _fail(f"{what}: {role} of shape {param.shape} does not fit the normalised shape {row[len(row) - axes :]}")
     return [Value.of(xs[0].shape, xs[0].dtype if xs[0].dtype.kind == "f" else _F32)]
 
 

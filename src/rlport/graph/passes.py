@@ -75,4 +75,3 @@ def live_nodes(graph: Graph, deterministic: bool, needed: Iterable[str] | None =
         wanted.update(node.inputs if passthrough is None else (node.inputs[passthrough],))
         live.append(LiveNode(index, node, passthrough))
     return live[::-1]
-

@@ -170,9 +170,7 @@ _PREPROCESS = [
     ),
     OpSchema("divide", attrs={"divisor": REQUIRED}, attr_types={"divisor": "number"}, output_dtype=_F32_OUT),
     OpSchema("one_hot", attrs={"n": REQUIRED}, attr_types={"n": "integer"}, output_dtype=_F32_OUT),
-    OpSchema(
-        "multi_one_hot", attrs={"sizes": REQUIRED}, attr_types={"sizes": "integer list"}, output_dtype=_F32_OUT
-    ),
+    OpSchema("multi_one_hot", attrs={"sizes": REQUIRED}, attr_types={"sizes": "integer list"}, output_dtype=_F32_OUT),
     OpSchema("flatten", output_dtype=_SAME_OUT),
     OpSchema("concat", inputs=(1, 64), output_dtype="the inputs' dtypes promoted (numpy `result_type`)"),
 ]
@@ -231,9 +229,7 @@ _NETWORK = [
 ]
 
 _ACTION = [
-    OpSchema(
-        "categorical", inputs=(1, 2), stochastic=True, optional_inputs=frozenset({1}), output_dtype=_INT_OUT
-    ),
+    OpSchema("categorical", inputs=(1, 2), stochastic=True, optional_inputs=frozenset({1}), output_dtype=_INT_OUT),
     OpSchema(
         "multi_categorical",
         inputs=(1, 2),
@@ -269,9 +265,7 @@ _ACTION = [
         stochastic=True,
         output_dtype=_INT_OUT,
     ),
-    OpSchema(
-        "rescale_to_bounds", params={"low": None, "high": None}, output_dtype="`result_type(a, low, float32)`"
-    ),
+    OpSchema("rescale_to_bounds", params={"low": None, "high": None}, output_dtype="`result_type(a, low, float32)`"),
     OpSchema("clip_to_bounds", params={"low": None, "high": None}, output_dtype="`result_type(a, low)`"),
 ]
 

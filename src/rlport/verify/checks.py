@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from rlport.backends.numpy import NumpyPolicy
+from rlport.backends.parity import compare_probes
 from rlport.bundle.bundle import Bundle
 from rlport.bundle.manifest import EnvSpec
+from rlport.bundle.probes import PARITY_ATOL
 from rlport.errors import EnvError, MissingDependencyError, RlportError, SpaceError
-from rlport.importers.probes import PARITY_ATOL, compare_probes
 from rlport.verify.record import env_package, platform_key
 from rlport.verify.result import FAIL, PASS, WARN, CheckResult, Report
 
@@ -61,7 +63,7 @@ def check_spaces(bundle: Bundle, env: Any) -> CheckResult:
     """
     from rlport.envs import check_spaces as compare
 
-    policy = bundle.policy()
+    policy = NumpyPolicy(bundle)
     try:
         compare(policy, env, exact=False)
     except SpaceError as exc:
@@ -77,7 +79,7 @@ def check_spaces(bundle: Bundle, env: Any) -> CheckResult:
 def _representation(bundle: Bundle, env: Any) -> str | None:
     """How the env writes the same spaces otherwise than the bundle (float width, bounds), or None."""
     from rlport.bundle.spaces import leaves
-    from rlport.importers.gym_spaces import spec_from_space
+    from rlport.readers.gym_spaces import spec_from_space
 
     notes: list[str] = []
     for role in ("observation", "action"):
@@ -97,7 +99,7 @@ def _representation(bundle: Bundle, env: Any) -> str | None:
 
 
 def check_parity(bundle: Bundle) -> CheckResult:
-    """The probes recorded at export through this machine's runtime (``importers.probes.compare_probes``)."""
+    """The probes recorded at export through this machine's runtime (``rlport.backends.parity.compare_probes``)."""
     probes = bundle.probes
     if not probes or "action" not in probes:
         return CheckResult("parity", WARN, "no probes recorded", f"<= {PARITY_ATOL:g}", "re-export with probes > 0")
@@ -167,7 +169,7 @@ def check_returns(bundle: Bundle, env: Any, episodes: int, seed: int, progress: 
     reference = _reference(bundle)
     if reference is None:
         return CheckResult("returns", WARN, "no reference", "", "the bundle records no evaluation to compare with")
-    stats = run_episodes(bundle.policy(), env, episodes, seed=seed, on_episode=progress)
+    stats = run_episodes(NumpyPolicy(bundle), env, episodes, seed=seed, on_episode=progress)
     result = returns_verdict(stats.returns, reference[0])
     return replace(result, detail=(result.detail + "; " if result.detail else "") + f"reference: {reference[1]}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from importlib import metadata
 
+from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.bundle import Bundle
 from rlport.errors import EnvError, MissingDependencyError, RlportWarning, SpaceError
 
@@ -27,7 +28,7 @@ def env_package(env_id: str | None) -> str | None:
         >>> env_package("LunarLander-v3"), env_package("Pendulum-v1")
         ('box2d', None)
     """
-    from rlport.deploy import env_extra
+    from rlport.deploy_pins import env_extra
 
     extra = env_extra(env_id) if env_id else None
     return extra if extra in ENV_PACKAGES else None
@@ -84,7 +85,7 @@ def record_verification(
         meta, tensors = record_fingerprint(bundle.env, seed=seed, env_module=env_module)
         verification["fingerprint"], bundle.fingerprint = meta, tensors
     if evaluate > 0:
-        stats = run_episodes(bundle.policy(), env, evaluate, seed=seed)
+        stats = run_episodes(NumpyPolicy(bundle), env, evaluate, seed=seed)
         returns = [float(r) for r in stats.returns]
         verification["evaluation"] = {
             "episodes": evaluate,

@@ -1,0 +1,1 @@
+"""The torch backend: ops, the graph as an nn.Module, the policy."""

@@ -1,0 +1,1 @@
+"""torch modules -> graph ops."""

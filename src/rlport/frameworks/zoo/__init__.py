@@ -1,0 +1,1 @@
+"""RL Baselines3 Zoo run folders in and out."""
