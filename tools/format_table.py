@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rlport.graph.schema import ATTR_TYPES, OPS, REQUIRED, OpSchema
 
@@ -33,11 +35,25 @@ def _rank(rank: int | None) -> str:
     return "any rank" if rank is None else f"rank {rank}"
 
 
+def _per_layer(roles: dict[str, int | None]) -> str:
+    return ", ".join(f"`{role.removesuffix('.0')}.k` {_rank(rank)}" for role, rank in roles.items())
+
+
+def _dynamic_params(schema: OpSchema, roles_of: Callable[[dict[str, Any]], dict[str, int | None]]) -> str:
+    """lstm: four tensors per layer k in 0..layers-1, and more for each boolean attribute that adds some."""
+    base = roles_of({"layers": 1})
+    text = "for each layer k in 0..`layers`-1: " + _per_layer(base)
+    for name, default in schema.attrs.items():
+        if default is False:
+            more = roles_of({"layers": 1, name: True})
+            if more != base:
+                text += f"; with `{name}` true also " + _per_layer({r: k for r, k in more.items() if r not in base})
+    return text
+
+
 def _params(schema: OpSchema) -> str:
-    if schema.dynamic_params is not None:  # lstm: four tensors per layer k in 0..layers-1
-        roles = schema.dynamic_params({"layers": 1})
-        parts = [f"`{role.removesuffix('.0')}.k` {_rank(rank)}" for role, rank in roles.items()]
-        return "for each layer k in 0..`layers`-1: " + ", ".join(parts)
+    if schema.dynamic_params is not None:
+        return _dynamic_params(schema, schema.dynamic_params)
     parts = []
     for role, rank in schema.params.items():
         optional = " (optional)" if role in schema.optional_params else ""

@@ -42,6 +42,8 @@ __all__ = [
     "from_sb3",
     "import_sb3",
     "import_zoo",
+    "import_state_dict",
+    "import_sb2",
     "to_sb3",
     "export_sb3",
     "export_zoo",
@@ -131,6 +133,35 @@ def import_zoo(folder: str | os.PathLike, **kwargs: Any) -> Bundle:
     from rlport.frameworks.zoo.run import import_zoo as _import_zoo
 
     return _import_zoo(folder, **kwargs)
+
+
+def import_state_dict(path: str | os.PathLike, **kwargs: Any) -> Bundle:
+    """Import bare SB3 weights (``torch.save(model.policy.state_dict(), path)``, or a ``policy.pth``).
+
+    The policy is rebuilt from the tensor names with SB3's construction rules; what the tensors
+    cannot tell (the activation ...) is assumed, warned about and recorded in ``source["assumed"]``.
+    See :func:`rlport.frameworks.sb3.state_dict.import_state_dict` for the arguments.
+
+    Example:
+        >>> bundle = rlport.import_state_dict("weights.pth", algorithm="A2C", env="CartPole-v1")   # doctest: +SKIP
+    """
+    from rlport.frameworks.sb3.state_dict import import_state_dict as _import_state_dict
+
+    return _import_state_dict(path, **kwargs)
+
+
+def import_sb2(path: str | os.PathLike, **kwargs: Any) -> Bundle:
+    """Import a Stable Baselines 2 (TensorFlow) model, ``.pkl`` or ``.zip``, without TensorFlow or pickle.
+
+    A model inside an SB2 zoo folder (``ALGO/ENV.pkl`` beside ``ALGO/ENV/``) brings its statistics and
+    wrappers. See :func:`rlport.frameworks.sb2.importer.import_sb2` for the arguments.
+
+    Example:
+        >>> bundle = rlport.import_sb2("trained_agents/a2c/CartPole-v1.pkl")   # doctest: +SKIP
+    """
+    from rlport.frameworks.sb2.importer import import_sb2 as _import_sb2
+
+    return _import_sb2(path, **kwargs)
 
 
 def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -> Any:

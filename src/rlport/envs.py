@@ -210,6 +210,9 @@ def make_env(
     try:
         env = gym.make(spec.id, **spec.kwargs)
     except gym.error.Error as exc:
+        missing = _missing_package(spec.id)
+        if missing is not None:
+            raise EnvError(f"cannot create env {short(spec.id)}: it needs {missing}") from exc
         raise EnvError(f"cannot create env {short(spec.id)}: {short(str(exc), 300)}") from exc
     except ImportError as exc:
         raise EnvError(f"env {short(spec.id)} needs a package that is not installed: {exc}") from exc
@@ -379,3 +382,17 @@ def run_episodes(
         if on_episode is not None:
             on_episode(episode, total)
     return stats
+
+
+def _missing_package(env_id: str) -> str | None:
+    """What to install for a third-party env id whose package is not installed (None: installed, or unknown)."""
+    import importlib.util
+
+    from rlport.deploy_pins import env_package
+
+    package, _ = env_package(env_id)
+    if package is None or importlib.util.find_spec(package.replace("-", "_")) is not None:
+        return None
+    if package == "pybullet":
+        return "pybullet (pip install pybullet; its pybullet_envs register with gym, not gymnasium)"
+    return f"{package} (pip install {package})"

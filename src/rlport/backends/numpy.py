@@ -17,8 +17,8 @@ import numpy as np
 from rlport.backends.predict import GraphPredictor
 from rlport.bundle.spaces import DictSpec
 from rlport.errors import GraphError, RlportError
-from rlport.graph.passes import graph_results, live_nodes
-from rlport.graph.reference import IMPLEMENTATIONS, bind
+from rlport.graph.passes import graph_results, live_nodes, noop_nodes
+from rlport.graph.reference import CLOSURES, IMPLEMENTATIONS, PREPARE, bind
 from rlport.graph.schema import op_schema
 
 if TYPE_CHECKING:
@@ -43,40 +43,83 @@ def _widen(array: np.ndarray) -> np.ndarray:
 
 def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext):
     """The node's op with its parameters and attributes bound: a function of its inputs only."""
+    return _bound(node, tensors, ctx)[0]
+
+
+_INLINE = {"linear"}
+"""Ops whose prepared arguments the single-observation program writes inline (a Python call less each)."""
+
+
+def _bound(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext) -> tuple[Callable[..., Any], dict | None]:
+    """:func:`bind_node`, and for an op in :data:`_INLINE` its prepared keyword arguments too."""
     if node.op not in IMPLEMENTATIONS:
         raise GraphError(f"op {node.op!r} has no numpy implementation")
     attrs = node.resolved_attrs()
     params = {role: _widen(tensors[name]) for role, name in node.params.items()}
     try:
-        return bind(node.op, params, attrs, ctx if op_schema(node.op).stochastic else None)
+        if node.op in _INLINE:
+            kwargs = PREPARE[node.op](params, attrs)
+            return CLOSURES[node.op](**kwargs), kwargs
+        return bind(node.op, params, attrs, ctx if op_schema(node.op).stochastic else None), None
     except (ValueError, TypeError, KeyError, IndexError, MemoryError, ArithmeticError) as exc:
         raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
 
 
-def _compile(graph, steps: list, deterministic: bool) -> Callable[..., tuple]:
+def _argmax(logits: np.ndarray) -> np.ndarray:
+    return logits.argmax(axis=-1)
+
+
+_MODES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"categorical": _argmax}
+"""The deterministic form of stochastic ops given their first input only (graph/reference.py's own
+short path for them, bound once instead of tested on every call)."""
+
+
+def _compile(
+    graph, steps: list, deterministic: bool, noops: frozenset[int] = frozenset(), single: bool = False
+) -> Callable[..., Any]:
     """Straight-line Python for the graph: one line per live node, values in local variables.
 
+    The code returns ``(action, *next_states)``, or, when ``single`` (for one observation at a time:
+    :data:`_INLINE` ops written out for a batch of one), the action alone.
+
     Value names never reach the generated code (variables are ``v<slot>``), so a manifest
-    cannot inject code; the functions are the bound ops in ``steps``.
+    cannot inject code; the functions are the bound ops in ``steps``. ``noops`` (nodes that
+    return their input, :func:`~rlport.graph.passes.noop_nodes`) are aliased, not run.
     """
     slot = {graph_input.name: k for k, graph_input in enumerate(graph.inputs)}
     lines = [f"def run({', '.join(f'v{k}' for k in range(len(graph.inputs)))}):"]
     namespace: dict[str, Any] = {}
-    for step in live_nodes(graph, deterministic):
+    for step in live_nodes(graph, deterministic, noops=noops):
         node, index = step.node, step.index
         if step.passthrough is not None:
             slot[node.outputs[0]] = slot[node.inputs[step.passthrough]]
             continue
-        fn = steps[index][0]
+        fn, inline = steps[index][0], steps[index][1]
+        if deterministic and len(node.inputs) == 1 and node.op in _MODES:
+            fn = _MODES[node.op]
+        ins = ", ".join(f"v{slot[n]}" for n in node.inputs)
         for name in node.outputs:
             slot[name] = len(slot)
-        namespace[f"f{index}"] = fn
         outs = ", ".join(f"v{slot[n]}" for n in node.outputs)
-        ins = ", ".join(f"v{slot[n]}" for n in node.inputs)
+        if single and inline is not None:  # linear, one row: x.dot(W^T) + b, as the closure computes it
+            namespace[f"w{index}"], namespace[f"b{index}"] = inline["weight_t"], inline["bias"]
+            bias = "" if inline["bias"] is None else f" + b{index}"
+            lines.append(f"    {outs} = {ins}.dot(w{index}){bias}")
+            continue
+        namespace[f"f{index}"] = fn
         lines.append(f"    {outs}{',' if len(node.outputs) > 1 else ''} = f{index}({ins})")
-    lines.append(f"    return ({', '.join(f'v{slot[n]}' for n in graph_results(graph))},)")
+    results = [f"v{slot[n]}" for n in graph_results(graph)]
+    lines.append(f"    return {results[0]}" if single else f"    return ({', '.join(results)},)")
     exec(compile("\n".join(lines), "<rlport graph>", "exec"), namespace)  # noqa: S102
     return namespace["run"]
+
+
+def _noops(bundle: Bundle) -> frozenset[int]:
+    """The nodes the inferred values show to be no-ops; none when the graph does not infer (it fails later)."""
+    try:
+        return noop_nodes(bundle.graph, bundle.values())
+    except RlportError:
+        return frozenset()
 
 
 class NumpyPolicy(GraphPredictor):
@@ -99,12 +142,42 @@ class NumpyPolicy(GraphPredictor):
         self.action_space = bundle.action_space
         graph = bundle.graph
         self._ctx = SamplingContext(rng=np.random.default_rng(seed))
-        self._steps = [(bind_node(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
-        self._programs = {mode: _compile(graph, self._steps, mode) for mode in (True, False)}
+        self._steps = [(*_bound(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
+        noops = _noops(bundle)
+        self._programs = {mode: _compile(graph, self._steps, mode, noops) for mode in (True, False)}
         self._bind_inputs(graph)
         roles = [graph_input.role for graph_input in graph.inputs]
         self._simple = roles == ["observation"] and not isinstance(self.observation_space, DictSpec)
+        self._short = None  # (feed, {mode: program returning the action}) for the short path of predict
+        if self._simple:
+            programs = {mode: _compile(graph, self._steps, mode, noops, single=True) for mode in (True, False)}
+            self._short = self._obs[0][2], programs
         self._dry_run()
+
+    def predict(
+        self,
+        observation: Any,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """:meth:`GraphPredictor.predict`, with a short path for a graph whose one input is an array observation.
+
+        There, ``state``, ``episode_start`` and ``action_masks`` are ignored, as SB3 ignores them.
+        """
+        if self._short is None or deterministic.__class__ is not bool:
+            return super().predict(observation, state, episode_start, deterministic, action_masks)
+        feed, programs = self._short
+        value, vectorized = feed(observation)
+        self._ctx.deterministic = deterministic
+        try:
+            action = self._programs[deterministic](value)[0] if vectorized else programs[deterministic](value)
+        except RlportError:
+            raise
+        except _RUNTIME_ERRORS as exc:
+            raise self._diagnose([value]) from exc
+        return self._checked(action, vectorized), state
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
@@ -132,7 +205,7 @@ class NumpyPolicy(GraphPredictor):
     def _diagnose(self, inputs: list) -> GraphError:
         """Re-run node by node to name the op that failed (only on the error path)."""
         values = dict(zip((g.name for g in self._inputs), inputs, strict=True))
-        for fn, node in self._steps:
+        for fn, _, node in self._steps:
             args = [values[name] for name in node.inputs]
             try:
                 result = fn(*args)

@@ -127,7 +127,13 @@ class GraphPredictor:
             raise ObservationError(f"deterministic: expected a bool, found {found}") from None
         values, vectorized = self._feed(observation, state, episode_start, action_masks)
         results = self._run(values, deterministic)
-        action = results[0]
+        action = self._checked(results[0], vectorized)
+        if self._states:
+            return action, tuple(results[1:])
+        return action, state
+
+    def _checked(self, action: np.ndarray, vectorized: bool) -> np.ndarray:
+        """The action a backend computed, checked (finite; inside a discrete space) and unbatched if need be."""
         kind = action.dtype.kind  # the checks are inlined: this is the hot path of every backend
         if kind == "f":
             if not all_finite(action):
@@ -137,10 +143,7 @@ class GraphPredictor:
                 self._check_discrete_action(action)
         elif kind not in "biu":
             raise ActionError(f"the policy computed actions of dtype {str(action.dtype)[:40]}; expected numbers")
-        action = action if vectorized else action[0]
-        if self._states:
-            return action, tuple(results[1:])
-        return action, state
+        return action if vectorized else action[0]
 
     def _run(self, values: list[np.ndarray | None], deterministic: bool) -> Sequence[np.ndarray]:
         """Run the graph on its inputs (graph order); return ``(action, *next_states)``."""

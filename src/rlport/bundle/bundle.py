@@ -25,9 +25,10 @@ from rlport.bundle.container import (
 )
 from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, parse_json
 from rlport.bundle.spaces import SpaceSpec, leaves, space_from_json
-from rlport.bundle.static import check_statically
+from rlport.bundle.static import check_statically, observation_values
 from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError
 from rlport.graph.graph import Graph
+from rlport.graph.infer import Value, infer
 
 __all__ = ["Bundle", "WEIGHTS", "PROBES", "FINGERPRINT"]
 
@@ -63,6 +64,9 @@ class Bundle:
     probe_info: ProbeInfo | None = None
     verification: dict[str, Any] | None = None
     fingerprint: dict[str, np.ndarray] | None = None
+    _values: tuple[tuple[int, ...], dict[str, Value]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # ---- writing ------------------------------------------------------------------------
 
@@ -176,7 +180,19 @@ class Bundle:
         """
         self.graph.validate({name: np.ndim(array) for name, array in self.tensors.items()})
         self._check_observation_inputs()
-        check_statically(self.graph, self.tensors, self.observation_space, self.action_space)
+        values = check_statically(self.graph, self.tensors, self.observation_space, self.action_space)
+        self._values = (id(self.graph), id(self.tensors), id(self.observation_space)), values
+
+    def values(self) -> dict[str, Value]:
+        """Every graph value's static shape, dtype and bounds (:func:`rlport.graph.infer.infer`), computed once.
+
+        Raises:
+            GraphError: the graph does not fit its spaces or limits (as :meth:`validate` says).
+        """
+        key = (id(self.graph), id(self.tensors), id(self.observation_space))
+        if self._values is None or self._values[0] != key:
+            self._values = key, infer(self.graph, self.tensors, observation_values(self.observation_space))
+        return self._values[1]
 
     def _check_observation_inputs(self) -> None:
         """One ``observation`` input per leaf of the observation space, keyed by its path."""

@@ -33,13 +33,14 @@ _UNBOUNDED_PARAMS = {("clip_to_bounds", "low"), ("clip_to_bounds", "high")}
 
 def check_statically(
     graph: Graph, tensors: Mapping[str, np.ndarray], observation: SpaceSpec, action: SpaceSpec
-) -> None:
+) -> dict[str, Value]:
     """Raise :class:`GraphError` unless the graph fits its limits, its parameters are finite and its
-    action is always in ``action`` (``graph.validate`` must have passed)."""
+    action is always in ``action`` (``graph.validate`` must have passed); return the inferred values."""
     check_parameters(graph, tensors)
     values = infer(graph, tensors, observation_values(observation))
     check_action(values[graph.output], action)
     check_bound_tensors(graph, tensors, action)
+    return values
 
 
 def check_bound_tensors(graph: Graph, tensors: Mapping[str, np.ndarray], action: SpaceSpec) -> None:

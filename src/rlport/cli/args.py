@@ -99,12 +99,14 @@ def env_kwargs(text: str) -> dict[str, Any]:
 
 
 def algorithm(text: str) -> str:
-    """An argparse type: an algorithm rlport knows (``rlport.frameworks.sb3.to_sb3.ALGORITHMS``), in any case."""
+    """An argparse type: an algorithm rlport reads (SB3's ``to_sb3.ALGORITHMS``, or SB2's), in any case."""
+    from rlport.frameworks.sb2.model import ALGORITHMS as SB2_ALGORITHMS
     from rlport.frameworks.sb3.to_sb3 import ALGORITHMS
 
-    by_lower = {name.lower(): name for name in ALGORITHMS}
+    by_lower = {name: name for name in SB2_ALGORITHMS} | {name.lower(): name for name in ALGORITHMS}
     if text.lower() not in by_lower:
-        raise argparse.ArgumentTypeError(f"unknown algorithm {_shown(text)}; known: {', '.join(ALGORITHMS)}")
+        known = ", ".join(ALGORITHMS) + "; Stable Baselines 2: " + ", ".join(SB2_ALGORITHMS)
+        raise argparse.ArgumentTypeError(f"unknown algorithm {_shown(text)}; known: {known}")
     return by_lower[text.lower()]
 
 

@@ -240,12 +240,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     import warnings
 
     from rlport.bundle.container import check_destination
-    from rlport.errors import MissingDependencyError, RlportWarning
-    from rlport.frameworks.sb3.importer import import_sb3
-    from rlport.frameworks.zoo.run import import_zoo, run_of_model
+    from rlport.errors import RlportWarning
+    from rlport.frameworks.zoo.run import run_of_model
 
     began = time.perf_counter()
     source = Path(args.source)
+    bare_only = ("policy_kwargs", "policy", "observation_space", "action_space")
+    for option in [name for name in bare_only if getattr(args, name, None) is not None and not _is_weights(source)]:
+        print(f"rlport import: --{option.replace('_', '-')} is for bare weights (a .pth file); drop the option",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_BAD_INPUT
     for option in ("vecnormalize", "algorithm", "no_vecnormalize"):
         if source.is_dir() and getattr(args, option):
             flag = "--" + option.replace("_", "-")
@@ -269,21 +273,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
-        if source.is_dir() or run is not None:
-            try:
-                bundle = import_zoo(source, env_id=args.env, probes=args.probes, include_critic=args.include_critic,
-                                    fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
-                                    env_module=args.env_module, algorithm=args.algorithm,
-                                    best=getattr(args, "best", False))  # fmt: skip
-            except MissingDependencyError as exc:  # reading the run needs YAML; the .zip alone does not
-                if run is None:
-                    raise
-                raise MissingDependencyError(f"{exc}; or pass --no-vecnormalize to import {source} alone") from exc
-        else:
-            bundle = import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, probes=args.probes,
-                                include_critic=args.include_critic, algorithm=args.algorithm,
-                                fingerprint=not args.no_fingerprint, evaluate=args.evaluate,
-                                env_module=args.env_module)  # fmt: skip
+        bundle = _produce(source, run, args)
         bundle.save(args.output)
     seconds = time.perf_counter() - began
     prov = bundle.provenance
@@ -293,9 +283,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         "seconds": seconds,
         "env": bundle.env.to_json(),
         "algorithm": prov.get("algorithm"),
+        "framework": _FRAMEWORK_NAMES.get(str(bundle.source.get("framework")), "SB3"),
         "sb3_version": prov.get("framework_version"),
         "normalized": any(n.op == "normalize" for n in bundle.graph.preprocess),
         "published_return": prov.get("published_return_mean"),
+        "published_return_source": prov.get("published_return_source", "evaluations.npz"),
         "zoo_run": str(run or source) if source.is_dir() or run is not None else None,
         "note": _whole_run_note(source, run) if run is not None else None,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, RlportWarning)],
@@ -305,19 +297,81 @@ def cmd_import(args: argparse.Namespace) -> int:
     def render(r: dict[str, Any]) -> str:
         rows = [
             ("imported", f"{r['source']} -> {r['output']} ({r['size_bytes'] / 1024:.1f} KiB) in {r['seconds']:.2f} s"),
-            ("algorithm", f"{r['algorithm'] or '?'} (saved by SB3 {r['sb3_version'] or 'unknown'})"),
+            ("algorithm", f"{r['algorithm'] or '?'} "
+                          f"(saved by {r['framework']} {r['sb3_version'] or 'version unknown'})"),
             ("env", f"{r['env']['id'] or 'none recorded (pass --env ID)'}"
                     + "".join(f" + {w['name']}" for w in r["env"]["wrappers"])),
             ("VecNormalize", "applied in the graph" if r["normalized"] else "none"),
         ]  # fmt: skip
         if r["published_return"] is not None:
-            rows.append(("published return", f"{r['published_return']:.2f} (from evaluations.npz)"))
+            rows.append(("published return", f"{r['published_return']:.2f} (from {r['published_return_source']})"))
         rows += [("note", r["note"])] if r["note"] else []
         rows += [("warning", w) for w in r["warnings"]]
         return table(rows)
 
     emit(result, args.json, render)
     return EXIT_OK
+
+
+_FRAMEWORK_NAMES = {"stable-baselines3": "SB3", "stable-baselines": "Stable Baselines 2"}
+"""How the import summary names the framework a bundle's source file came from."""
+_WEIGHTS_SUFFIXES = (".pth", ".pt")
+"""Files ``rlport import`` reads as bare SB3 weights (``torch.save(model.policy.state_dict())``)."""
+
+
+def _is_weights(source: Path) -> bool:
+    return source.suffix.lower() in _WEIGHTS_SUFFIXES
+
+
+def _produce(source: Path, run: Path | None, args: argparse.Namespace) -> Any:
+    """The bundle of ``rlport import``: the producer is chosen by what the source is."""
+    from rlport.errors import MissingDependencyError, UnsupportedError
+
+    common = {"probes": args.probes, "include_critic": args.include_critic, "fingerprint": not args.no_fingerprint,
+              "evaluate": args.evaluate, "env_module": args.env_module}  # fmt: skip
+    if source.is_dir() or run is not None:
+        from rlport.frameworks.zoo.run import import_zoo
+
+        try:
+            return import_zoo(source, env_id=args.env, algorithm=args.algorithm, best=getattr(args, "best", False),
+                              **common)  # fmt: skip
+        except MissingDependencyError as exc:  # reading the run needs YAML; the .zip alone does not
+            if run is None:
+                raise
+            raise MissingDependencyError(f"{exc}; or pass --no-vecnormalize to import {source} alone") from exc
+    if _is_weights(source):
+        if args.algorithm is None:
+            raise UnsupportedError(
+                f"{source} holds bare weights (a state_dict): pass --algorithm (A2C, PPO, SAC ...) and --env ID "
+                "(or --observation-space and --action-space as JSON space specs)"
+            )
+        from rlport.frameworks.sb3.state_dict import import_state_dict
+
+        return import_state_dict(source, algorithm=args.algorithm, env=args.env, policy_kwargs=args.policy_kwargs,
+                                 policy=args.policy, observation_space=args.observation_space,
+                                 action_space=args.action_space, vecnormalize=args.vecnormalize, **common)  # fmt: skip
+    if _is_sb2(source):
+        from rlport.frameworks.sb2.importer import import_sb2
+
+        for option in ("vecnormalize", "no_vecnormalize", "include_critic"):
+            if getattr(args, option):
+                raise UnsupportedError(f"--{option.replace('_', '-')} is not for a Stable Baselines 2 model: it brings "
+                                       "its statistics from its zoo folder (ALGO/ENV/obs_rms.pkl) and keeps the "
+                                       "networks SB3 needs")  # fmt: skip
+        return import_sb2(source, env=args.env, algorithm=args.algorithm, env_module=args.env_module,
+                          probes=args.probes, fingerprint=not args.no_fingerprint, evaluate=args.evaluate)  # fmt: skip
+    from rlport.frameworks.sb3.importer import import_sb3
+
+    return import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, algorithm=args.algorithm, **common)
+
+
+def _is_sb2(source: Path) -> bool:
+    """A Stable Baselines 2 model file (``.pkl``, or a ``.zip`` with SB2's members)."""
+    try:
+        from rlport.frameworks.sb2.importer import is_sb2_file
+    except ImportError:  # pragma: no cover - the SB2 reader is part of rlport; kept for partial installs
+        return False
+    return is_sb2_file(source)
 
 
 def _whole_run_note(model: Path, run: Path) -> str:

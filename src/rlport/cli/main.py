@@ -15,6 +15,7 @@ each, plainly (see ``output.py``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,10 @@ _EPISODES_HELP = f"episodes to play (1 .. {types.MAX_EPISODES:,})"
 _SEED_HELP = f"random seed (0 .. {types.MAX_SEED:,})"
 
 
+_COMMAND_MODULES = ("rlport.cli.compress", "rlport.cli.distill", "rlport.cli.card", "rlport.cli.fleet")
+"""Modules of subcommands that register their own parsers (``register(sub)``), imported with the parser."""
+
+
 def _parser() -> argparse.ArgumentParser:
     from rlport import __version__
 
@@ -94,8 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("import", help="convert an SB3 .zip or an RL Zoo run folder, without running its pickles")
-    p.add_argument("source", help="an SB3 model .zip, or an RL Zoo run folder (ALGO/ENV_1)")
+    p = sub.add_parser(
+        "import",
+        help="convert an SB3 .zip, bare SB3 weights (.pth), an SB2 .pkl/.zip or an RL Zoo run folder (no pickle run)",
+    )
+    p.add_argument(
+        "source",
+        help="an SB3 model .zip, bare weights (.pth, with --algorithm), an SB2 .pkl/.zip, or an RL Zoo run folder",
+    )
     p.add_argument("-o", "--output", required=True, help="the bundle to write (.rlp)")
     p.add_argument(
         "--vecnormalize",
@@ -116,6 +127,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--algorithm", type=types.algorithm, help="algorithm name when the file does not tell (A2C, PPO, TRPO...)"
     )
+    p.add_argument(
+        "--policy-kwargs",
+        type=types.env_kwargs,
+        metavar="JSON",
+        help='bare weights (.pth): the policy_kwargs the model was built with, e.g. \'{"activation_fn": "ReLU"}\'',
+    )
+    p.add_argument("--policy", default=None, help="bare weights (.pth): the policy alias when the tensors do not tell")
+    p.add_argument(
+        "--observation-space",
+        type=types.env_kwargs,
+        metavar="JSON",
+        help="bare weights (.pth) without --env: the observation space as a JSON space spec (docs/FORMAT.md)",
+    )
+    p.add_argument("--action-space", type=types.env_kwargs, metavar="JSON", help="the same for the action space")
     p.add_argument("--probes", type=types.count(0, types.MAX_PROBES), default=256, help="parity probes to record")
     p.add_argument("--env-module", type=types.module_name, metavar="MODULE", help=_ENV_MODULE_HELP)
     p.add_argument("--include-critic", action="store_true", help="keep every tensor of the model")
@@ -198,6 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=types.seed, default=0, help=_SEED_HELP)
     p.add_argument("--json", action="store_true", help=_JSON_HELP)
     p.set_defaults(func=cmd_demo)
+    for name in _COMMAND_MODULES:  # each module adds its subcommands: register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from rlport.errors import GraphError, short
 from rlport.graph.graph import Graph, Node
+from rlport.graph.schema import LSTM_LAYER_NORM_ROLES
 
 __all__ = [
     "Value",
@@ -322,9 +323,14 @@ def _lstm(xs, p, a, what) -> list[Value]:
             _fail(f"{what}: state {name} must have shape ({layers}, batch, {hidden}), found {state.shape}")
     if len(xs) > 3:
         _batch_first(xs[3], f"{what} episode_start", rank=1)
+    layer_norm, epsilon = bool(a["layer_norm"]), a["layer_norm_epsilon"]
+    if layer_norm and not (math.isfinite(float(epsilon)) and float(epsilon) > 0):
+        _fail(f"{what}: attribute 'layer_norm_epsilon' must be a finite number > 0, found {short(epsilon)}")
     for k in range(layers):
         wanted = {"weight_ih": (4 * hidden, features if k == 0 else hidden), "weight_hh": (4 * hidden, hidden),
                   "bias_ih": (4 * hidden,), "bias_hh": (4 * hidden,)}  # fmt: skip
+        if layer_norm:
+            wanted |= {role: (hidden,) if role.startswith("ln_c_") else (4 * hidden,) for role in LSTM_LAYER_NORM_ROLES}
         for role, shape in wanted.items():
             if p[f"{role}.{k}"].shape != shape:
                 _fail(f"{what}: {role}.{k} must have shape {shape}, found {p[f'{role}.{k}'].shape}")

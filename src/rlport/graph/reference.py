@@ -206,20 +206,33 @@ def _layer_norm(x, *, weight, bias, epsilon, axes):
     return y.astype(x.dtype)
 
 
-def _lstm(x, h, c, episode_start, *, layers, wih_t, whh_t, bias):
+def _normalised(v, epsilon):
+    """``(v - mean(v)) / sqrt(var(v) + epsilon)`` over the last axis (population variance)."""
+    centred = v - v.mean(axis=-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + epsilon)
+
+
+def _lstm(x, h, c, episode_start, *, layers, wih_t, whh_t, bias, ln=None, epsilon=1e-5):
+    """``ln``: per layer (ih gain, hh gain, c gain, c bias) for the layer-normalised cell, whose
+    gate biases (``ln_ih_bias + ln_hh_bias``) are folded into ``bias`` at load."""
     if episode_start is not None:
         keep = (1.0 - np.asarray(episode_start, dtype=_F32)).reshape(1, -1, 1)
         h, c = h * keep, c * keep
     hs, cs = [], []
     inp = x
     for k in range(layers):
-        gates = inp @ wih_t[k] + h[k] @ whh_t[k] + bias[k]
+        if ln is None:
+            gates = inp @ wih_t[k] + h[k] @ whh_t[k] + bias[k]
+        else:
+            gates = _normalised(inp @ wih_t[k], epsilon) * ln[k][0] + _normalised(h[k] @ whh_t[k], epsilon) * ln[k][1]
+            gates += bias[k]
         i, f, g, o = np.split(gates, 4, axis=-1)
         c_k = sigmoid(f) * c[k] + sigmoid(i) * np.tanh(g)
-        inp = sigmoid(o) * np.tanh(c_k)
+        cell = c_k if ln is None else _normalised(c_k, epsilon) * ln[k][2] + ln[k][3]
+        inp = sigmoid(o) * np.tanh(cell)
         hs.append(inp)
         cs.append(c_k)
-    return inp, np.stack(hs).astype(_F32), np.stack(cs).astype(_F32)
+    return inp.astype(_F32, copy=False), np.stack(hs).astype(_F32), np.stack(cs).astype(_F32)
 
 
 # ---- action selection --------------------------------------------------------------------
@@ -370,12 +383,19 @@ def _prepare_batch_norm(params, attrs):
 
 def _prepare_lstm(params, attrs):
     layers = int(attrs["layers"])
-    return {
+    prepared = {
         "layers": layers,
         "wih_t": [np.ascontiguousarray(params[f"weight_ih.{k}"].T) for k in range(layers)],
         "whh_t": [np.ascontiguousarray(params[f"weight_hh.{k}"].T) for k in range(layers)],
         "bias": [params[f"bias_ih.{k}"] + params[f"bias_hh.{k}"] for k in range(layers)],
     }
+    if bool(attrs["layer_norm"]):
+        prepared["epsilon"] = float(attrs["layer_norm_epsilon"])
+        prepared["ln"] = [[params[f"{role}.{k}"] for role in ("ln_ih_gain", "ln_hh_gain", "ln_c_gain", "ln_c_bias")]
+                          for k in range(layers)]  # fmt: skip
+        for k in range(layers):
+            prepared["bias"][k] = params[f"ln_ih_bias.{k}"] + params[f"ln_hh_bias.{k}"] + prepared["bias"][k]
+    return prepared
 
 
 def _prepare_conv2d(params, attrs):

@@ -14,10 +14,19 @@ from typing import Any
 
 from rlport.errors import GraphError, short
 
-__all__ = ["OpSchema", "OPS", "REQUIRED", "ATTR_TYPES", "op_schema", "lstm_params"]
+__all__ = [
+    "OpSchema",
+    "OPS",
+    "REQUIRED",
+    "ATTR_TYPES",
+    "op_schema",
+    "lstm_params",
+    "LSTM_ROLES",
+    "LSTM_LAYER_NORM_ROLES",
+]
 
 MAX_LSTM_LAYERS = 1024
-"""The most layers an ``lstm`` node may have (each needs four tensors)."""
+"""The most layers an ``lstm`` node may have (each needs four tensors, ten with ``layer_norm``)."""
 
 REQUIRED = object()
 """Marks an attribute that has no default and must be given."""
@@ -102,18 +111,24 @@ def _type_of(default: Any) -> str:
     raise TypeError(f"no JSON type for default {default!r}: declare it in attr_types")
 
 
+LSTM_ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+"""The parameters of each ``lstm`` layer (torch ``nn.LSTM``'s, by layer index ``k``)."""
+LSTM_LAYER_NORM_ROLES = ("ln_ih_gain", "ln_ih_bias", "ln_hh_gain", "ln_hh_bias", "ln_c_gain", "ln_c_bias")
+"""The six more parameters of each layer of an ``lstm`` with ``layer_norm`` (SB2's layer-normalised cell)."""
+
+
 def lstm_params(attrs: dict[str, Any]) -> dict[str, int | None]:
-    """Per-layer parameter roles of the ``lstm`` op."""
+    """Per-layer parameter roles of the ``lstm`` op: four, and six more with ``layer_norm``."""
     layers = attrs.get("layers", 0)
     if not isinstance(layers, int) or isinstance(layers, bool) or not 1 <= layers <= MAX_LSTM_LAYERS:
         raise GraphError(
             "op 'lstm': attribute 'layers' must be a positive integer "
             f"(at most {MAX_LSTM_LAYERS}), found {short(layers)}"
         )
-    roles: dict[str, int | None] = {}
-    for k in range(layers):
-        roles.update({f"weight_ih.{k}": 2, f"weight_hh.{k}": 2, f"bias_ih.{k}": 1, f"bias_hh.{k}": 1})
-    return roles
+    kinds = {role: 2 if role.startswith("weight") else 1 for role in LSTM_ROLES}
+    if bool(attrs.get("layer_norm", False)):  # a non-boolean is refused by its attribute type first
+        kinds.update((role, 1) for role in LSTM_LAYER_NORM_ROLES)
+    return {f"{role}.{k}": rank for k in range(layers) for role, rank in kinds.items()}
 
 
 def _unary(name: str, **attrs: Any) -> OpSchema:
@@ -220,7 +235,7 @@ _NETWORK = [
         "lstm",
         inputs=(4, 4),
         outputs=3,
-        attrs={"layers": REQUIRED, "hidden_size": REQUIRED},
+        attrs={"layers": REQUIRED, "hidden_size": REQUIRED, "layer_norm": False, "layer_norm_epsilon": 1e-5},
         attr_types={"layers": "positive integer", "hidden_size": "positive integer"},
         dynamic_params=lstm_params,
         optional_inputs=frozenset({3}),

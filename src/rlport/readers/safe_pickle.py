@@ -264,6 +264,13 @@ _REFS = re.compile(
 )
 
 
+def _extra_summary(extra: Mapping[str, Any]) -> str:
+    """What the caller's extra globals add to the allow-list, for a refusal's message."""
+    kinds = [("torch.", "torch tensors"), ("stable_baselines.", "SB2 policy, algorithm and noise classes, "
+             "TensorFlow activations and cloudpickle function records, all inert")]  # fmt: skip
+    return "".join(f", {text}" for prefix, text in kinds if any(name.startswith(prefix) for name in extra))
+
+
 def _canonical(name: str) -> str:
     """The spelling the allow-list uses: NumPy 1 module names, ``gym`` for ``gymnasium``."""
     name = re.sub(r"^numpy\._core\.", "numpy.core.", name)
@@ -301,7 +308,7 @@ class _SafeUnpickler(pickle._Unpickler):
         if _REFS.fullmatch(canonical):
             return self._refs.setdefault(full, ref(full))
         raise _Unsafe(f"refused global {full}; rlport never runs code from model files "
-                      f"(allowed: {ALLOWED_SUMMARY}{', torch tensors' if self._extra else ''})")  # fmt: skip
+                      f"(allowed: {ALLOWED_SUMMARY}{_extra_summary(self._extra)})")  # fmt: skip
 
     def persistent_load(self, pid: Any) -> Any:
         if self._persistent is None:

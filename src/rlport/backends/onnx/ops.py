@@ -174,8 +174,43 @@ def _layer_norm(b: Builder, x: list[str], p: dict, a: dict) -> str:
     return y
 
 
+def _normalised(b: Builder, v: str, epsilon: float) -> str:
+    """numpy reference ``_normalised``: (v - mean) / sqrt(mean((v - mean)^2) + epsilon) over the last axis."""
+    centred = b.op("Sub", [v, b.reduce("ReduceMean", v, [-1], keepdims=1)])
+    var = b.reduce("ReduceMean", b.op("Mul", [centred, centred]), [-1], keepdims=1)
+    return b.op("Div", [centred, b.op("Sqrt", [b.op("Add", [var, b.scalar(epsilon, v)])])])
+
+
+def _param(b: Builder, param: tuple[np.ndarray, str], dtype: np.dtype) -> str:
+    return b.param(param[1], param[0], dtype)
+
+
+def _matmul(b: Builder, x: str, weight: tuple[np.ndarray, str], dtype: np.dtype) -> str:
+    return b.op("MatMul", [x, b.param(weight[1], np.ascontiguousarray(weight[0].T), dtype)])
+
+
+def _lstm_gates(b: Builder, inp: str, h_k: str, k: int, p: dict, a: dict, dtype: np.dtype) -> str:
+    """Layer ``k``'s pre-activation gates, with the numpy reference's terms and bias folding."""
+    bias = p[f"bias_ih.{k}"][0] + p[f"bias_hh.{k}"][0]
+    x_part, h_part = _matmul(b, inp, p[f"weight_ih.{k}"], dtype), _matmul(b, h_k, p[f"weight_hh.{k}"], dtype)
+    if bool(a["layer_norm"]):
+        bias = p[f"ln_ih_bias.{k}"][0] + p[f"ln_hh_bias.{k}"][0] + bias
+        epsilon = float(a["layer_norm_epsilon"])
+        x_part = b.op("Mul", [_normalised(b, x_part, epsilon), _param(b, p[f"ln_ih_gain.{k}"], dtype)])
+        h_part = b.op("Mul", [_normalised(b, h_part, epsilon), _param(b, p[f"ln_hh_gain.{k}"], dtype)])
+    return b.op("Add", [b.op("Add", [x_part, h_part]), b.const(bias, dtype, "lstm_bias")])
+
+
+def _lstm_cell(b: Builder, c_k: str, k: int, p: dict, a: dict, dtype: np.dtype) -> str:
+    """What the hidden's tanh takes: ``c'``, or ``LN(c') * ln_c_gain + ln_c_bias`` with ``layer_norm``."""
+    if not bool(a["layer_norm"]):
+        return c_k
+    scaled = b.op("Mul", [_normalised(b, c_k, float(a["layer_norm_epsilon"])), _param(b, p[f"ln_c_gain.{k}"], dtype)])
+    return b.op("Add", [scaled, _param(b, p[f"ln_c_bias.{k}"], dtype)])
+
+
 def _lstm(b: Builder, x: list[str], p: dict, a: dict) -> list[str]:
-    """One step of torch's nn.LSTM per layer, gates i, f, g, o (numpy_ops._lstm)."""
+    """One step of torch's nn.LSTM per layer, gates i, f, g, o (reference ``_lstm``), optionally layer-normalised."""
     layers, hidden = int(a["layers"]), int(a["hidden_size"])
     dtype = np.result_type(b.types[x[0]], b.types[x[1]], b.types[x[2]], F32)
     inp, h, c = (b.cast(name, dtype) for name in x[:3])
@@ -186,27 +221,18 @@ def _lstm(b: Builder, x: list[str], p: dict, a: dict) -> list[str]:
     hs, cs = [], []
     for k in range(layers):
         h_k, c_k = (b.op("Gather", [state, b.const(k, I64)], axis=0) for state in (h, c))
-        w_ih, w_hh = p[f"weight_ih.{k}"], p[f"weight_hh.{k}"]
-        bias = p[f"bias_ih.{k}"][0] + p[f"bias_hh.{k}"][0]
-        gates = b.op(
-            "Add",
-            [
-                b.op("MatMul", [inp, b.param(w_ih[1], np.ascontiguousarray(w_ih[0].T), dtype)]),
-                b.op("MatMul", [h_k, b.param(w_hh[1], np.ascontiguousarray(w_hh[0].T), dtype)]),
-            ],
-        )
-        gates = b.op("Add", [gates, b.const(bias, dtype, "lstm_bias")])
+        gates = _lstm_gates(b, inp, h_k, k, p, a, dtype)
         i, f, g, o = b.op("Split", [gates, b.const([hidden] * 4, I64)], n_out=4, axis=-1)
         c_k = b.op(
             "Add",
             [b.op("Mul", [_sigmoid(b, f), c_k]), b.op("Mul", [_sigmoid(b, i), b.op("Tanh", [g])])],
         )
-        inp = b.op("Mul", [_sigmoid(b, o), b.op("Tanh", [c_k])])
+        inp = b.op("Mul", [_sigmoid(b, o), b.op("Tanh", [_lstm_cell(b, c_k, k, p, a, dtype)])])
         hs.append(inp)
         cs.append(c_k)
     axis0 = b.const([0], I64)
     stacked = [b.op("Concat", [b.op("Unsqueeze", [v, axis0]) for v in vs], axis=0) for vs in (hs, cs)]
-    return [inp, *(b.cast(s, F32) for s in stacked)]
+    return [b.cast(inp, F32), *(b.cast(s, F32) for s in stacked)]
 
 
 # ---- action selection and post-processing ------------------------------------------------

@@ -182,21 +182,39 @@ def _layer_norm(x, *, weight=None, bias=None, epsilon, axes):
     return y.to(x.dtype)
 
 
-def _lstm(x, h, c, episode_start=None, *, layers, hidden_size, **weights):
+def _normalised(v, epsilon):
+    """``(v - mean(v)) / sqrt(var(v) + epsilon)`` over the last axis (population variance), as the numpy reference."""
+    centred = v - v.mean(dim=-1, keepdim=True)
+    return centred / torch.sqrt((centred * centred).mean(dim=-1, keepdim=True) + epsilon)
+
+
+def _lstm_gates(inp, h, k, weights, layer_norm, epsilon):
+    """The pre-activation gates of layer ``k`` (numpy reference: ``_lstm`` and ``_prepare_lstm``)."""
+    bias = weights[f"bias_ih.{k}"] + weights[f"bias_hh.{k}"]
+    if not layer_norm:
+        return inp @ weights[f"weight_ih.{k}"].T + h @ weights[f"weight_hh.{k}"].T + bias
+    bias = weights[f"ln_ih_bias.{k}"] + weights[f"ln_hh_bias.{k}"] + bias
+    gates = _normalised(inp @ weights[f"weight_ih.{k}"].T, epsilon) * weights[f"ln_ih_gain.{k}"]
+    return gates + _normalised(h @ weights[f"weight_hh.{k}"].T, epsilon) * weights[f"ln_hh_gain.{k}"] + bias
+
+
+def _lstm(x, h, c, episode_start=None, *, layers, hidden_size, layer_norm=False, layer_norm_epsilon=1e-5, **weights):
     if episode_start is not None:
         keep = (1.0 - episode_start.to(_F32)).reshape(1, -1, 1)
         h, c = h * keep, c * keep
     hs, cs = [], []
     inp = x
     for k in range(layers):
-        gates = inp @ weights[f"weight_ih.{k}"].T + h[k] @ weights[f"weight_hh.{k}"].T
-        gates = gates + (weights[f"bias_ih.{k}"] + weights[f"bias_hh.{k}"])
+        gates = _lstm_gates(inp, h[k], k, weights, bool(layer_norm), float(layer_norm_epsilon))
         i, f, g, o = torch.chunk(gates, 4, dim=-1)
         c_k = sigmoid(f) * c[k] + sigmoid(i) * torch.tanh(g)
-        inp = sigmoid(o) * torch.tanh(c_k)
+        cell = c_k
+        if layer_norm:
+            cell = _normalised(c_k, float(layer_norm_epsilon)) * weights[f"ln_c_gain.{k}"] + weights[f"ln_c_bias.{k}"]
+        inp = sigmoid(o) * torch.tanh(cell)
         hs.append(inp)
         cs.append(c_k)
-    return inp, torch.stack(hs).to(_F32), torch.stack(cs).to(_F32)
+    return inp.to(_F32), torch.stack(hs).to(_F32), torch.stack(cs).to(_F32)
 
 
 # ---- action selection --------------------------------------------------------------------

@@ -73,6 +73,11 @@ def algorithm_of(policy_class: str, data: dict[str, Any] | None = None) -> str |
     return None
 
 
+_NOT_DECODED = frozenset({"observation_space", "action_space", "ep_info_buffer", "ep_success_buffer"})
+"""``data`` entries that :func:`~rlport.frameworks.sb3.live.settings` leaves out whatever they hold (spaces, the
+episode buffers), like the private ``_last_obs``...: not decoded for the training settings."""
+
+
 def _training_settings(f: SB3File) -> dict[str, Any]:
     """The plain hyperparameters of ``data``; serialized ones only when the allow-list reader takes them.
 
@@ -81,6 +86,8 @@ def _training_settings(f: SB3File) -> dict[str, Any]:
     """
     values: dict[str, Any] = {}
     for key, entry in f.data.items():
+        if key.startswith("_") or key in _NOT_DECODED:
+            continue
         try:
             value = decode_entry(entry, f"data[{key!r}]")
         except RlportError:

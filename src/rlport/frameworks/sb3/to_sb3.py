@@ -85,7 +85,13 @@ def to_sb3(
     """
     bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
     source = bundle.source
-    if source.get("framework") != "stable-baselines3":
+    if source.get("framework") == "stable-baselines" and source.get("sb3_missing"):
+        raise UnsupportedError(
+            "this bundle was imported from a Stable Baselines 2 model that Stable-Baselines3 has no equivalent "
+            f"for: {capped(repr(source['sb3_missing']))}; run it with rlport (rlport.load, rlport run) or export "
+            "it with --format onnx"
+        )
+    if source.get("framework") not in ("stable-baselines3", "stable-baselines"):
         raise UnsupportedError(
             "this bundle was not made from a Stable-Baselines3 model (source framework: "
             f"{capped(repr(source.get('framework')))}); to_sb3 needs one exported by rlport.from_sb3 or imported "

@@ -47,10 +47,30 @@ _MAX_NPY_HEADER = 10_000  # numpy's own limit on a .npy header
 _ORDERED_DICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
 
 
+def _parser(yaml: Any) -> type:
+    """libyaml's parser when PyYAML has it (ten times faster), else PyYAML's reader, scanner and parser."""
+    try:
+        from yaml.cyaml import CParser
+    except ImportError:
+        return yaml.SafeLoader
+
+    class CSafeParser(yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml's events, composed in Python (so that :func:`_loader` bounds the nesting), then SafeLoader's
+        constructor and resolver; CParser's own composer, which no depth bounds, is never used."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+    return CSafeParser
+
+
 def _loader(yaml: Any, path: Path) -> type:
     """SafeLoader plus the one python tag the zoo writes, nesting bounded while composing."""
 
-    class ZooLoader(yaml.SafeLoader):
+    class ZooLoader(_parser(yaml)):
         """Any python tag but the zoo's OrderedDict is refused; nodes nest at most MAX_NESTING deep."""
 
         depth = 0
@@ -105,6 +125,8 @@ def read_zoo_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise BundleError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
     except yaml.YAMLError as exc:
+        if getattr(exc, "problem", None) == "exceeded maximum nesting depth":  # libyaml's own bound (1000)
+            raise BundleError(f"{path}: YAML nested more than {MAX_NESTING} levels deep; no zoo file is") from exc
         raise BundleError(f"{path} is not valid YAML: {echo(str(exc), 300)}") from exc
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # int('9' * 5000), a bad date...
         raise BundleError(f"{path}: a YAML value cannot be read ({echo(str(exc) or type(exc).__name__)})") from exc

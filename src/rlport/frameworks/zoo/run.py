@@ -179,6 +179,17 @@ def map_env_id(env_id: str, bundle: Bundle, env_module: str | None = None) -> tu
     return new_id, note
 
 
+def _todays_env(
+    env_id: str, bundle: Bundle, env_module: str | None, make_env: bool
+) -> tuple[str, dict[str, Any], str | None]:
+    """:func:`migrate_env` when an env is made anyway (``make_env``: verification is recorded) or ``env_id`` is a
+    renamed one (:data:`ENV_MIGRATIONS`: today's id is chosen by its spaces); else ``env_id`` as recorded, without
+    gymnasium: an import that records no verification makes no env for an id that was not renamed."""
+    if make_env or env_id in ENV_MIGRATIONS:
+        return migrate_env(env_id, bundle, env_module)
+    return env_id, {}, None
+
+
 def _try_env(env_id: str, bundle: Bundle, env_module: str | None, kwargs: dict[str, Any]) -> Exception | None:
     """None if ``env_id`` (with ``kwargs``, the run's kwargs and the bundle's wrappers) can be made here with
     matching spaces."""
@@ -285,7 +296,10 @@ def import_zoo(
         include_critic: keep every tensor of the model.
         fingerprint: record the env's dynamics fingerprint for ``rlport verify``. When the env cannot be made
             here, or its spaces differ from the run's, the bundle is made all the same (weights and spaces
-            come from the file), with an ``RlportWarning`` saying why nothing was recorded.
+            come from the file), with an ``RlportWarning`` saying why nothing was recorded. Without a fingerprint
+            nor an evaluation no env is made (gymnasium is not even imported) unless the run's env id is a renamed
+            one of :data:`ENV_MIGRATIONS`, whose replacement is chosen by its spaces; the run's id is kept as
+            recorded otherwise.
         evaluate: record the returns of this many episodes (0: none; the published returns are the reference).
         env_module: the one module a ``module:EnvName`` env id may make gymnasium import.
         algorithm: the algorithm name when the run's ``args.yml`` does not say.
@@ -321,7 +335,7 @@ def import_zoo(
     bundle.source["hyperparameters"] = {**bundle.source.get("hyperparameters", {}), **config_settings(config)}
     note = None
     if env_id is None:
-        new_id, extra, note = migrate_env(recorded_id, bundle, env_module)
+        new_id, extra, note = _todays_env(recorded_id, bundle, env_module, make_env=fingerprint or evaluate > 0)
         if new_id != recorded_id or extra:
             warnings.warn(f"{folder}: {note}", RlportWarning, stacklevel=2)
             bundle.env = EnvSpec(new_id, {**extra, **env_kwargs}, env.wrappers)

@@ -1,0 +1,9 @@
+"""`rlport compress` (issue 14: float16 / int8 bundles): its parser and command."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to ``rlport``'s parser (none yet)."""
