@@ -217,3 +217,44 @@ class NumpyPolicy(GraphPredictor):
             outputs = [result] if len(node.outputs) == 1 else list(result)
             values.update(zip(node.outputs, outputs, strict=True))
         return GraphError("the graph failed, but not when run node by node; please report this")
+
+
+def values_of(policy: NumpyPolicy, observation: Any, names: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The graph's values ``names`` for a batch of observations: what the graph computes on the way to the action.
+
+    Only the nodes the names depend on run, acting deterministically (a stochastic op is not sampled
+    unless its own output is asked for, and then gives its mode). Used to read a policy's
+    distribution parameters (logits, Q-values, a Gaussian's mean) after its own pre-processing.
+
+    Args:
+        policy: the bundle's numpy policy (observations are fed as ``predict`` feeds them).
+        observation: a batch of observations (a dict of arrays for dict spaces).
+        names: graph input or node output names.
+
+    Raises:
+        GraphError: a name the graph does not define, or a graph that needs a recurrent state or a mask.
+        ObservationError: the observation does not fit the policy's observation space.
+
+    Example:
+        >>> values_of(NumpyPolicy(bundle), obs_batch, ["linear_7"])["linear_7"].shape   # doctest: +SKIP
+        (32, 2)
+    """
+    graph = policy.bundle.graph
+    defined = {graph_input.name for graph_input in graph.inputs} | {o for n in graph.nodes() for o in n.outputs}
+    unknown = [name for name in names if name not in defined]
+    if unknown:
+        raise GraphError(f"the graph defines no value(s) {unknown[:5]}")
+    values, _ = policy._feed(observation, None, None, None)
+    known = {g.name: v for g, v in zip(graph.inputs, values, strict=True) if v is not None}
+    policy._ctx.deterministic = True
+    for step in live_nodes(graph, True, needed=names):
+        node = step.node
+        if step.passthrough is not None:
+            known[node.outputs[0]] = known[node.inputs[step.passthrough]]
+            continue
+        missing = [name for name in node.inputs if name not in known]
+        if missing:
+            raise GraphError(f"op {node.op!r} needs {missing}, which values_of does not feed (a state or a mask)")
+        result = policy._steps[step.index][0](*(known[name] for name in node.inputs))
+        known.update(zip(node.outputs, [result] if len(node.outputs) == 1 else result, strict=True))
+    return {name: known[name] for name in names}

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,12 +232,10 @@ class Bundle:
 
 
 def _check_version(declared: Any, from_comment: tuple[int, int], what: str) -> None:
-    if not isinstance(declared, str) or declared.count(".") != 1:
-        raise BundleError(f"{what}: format_version must be 'major.minor', found {declared!r}")
-    try:
-        major, minor = (int(part) for part in declared.split("."))
-    except ValueError:
-        raise BundleError(f"{what}: format_version must be 'major.minor', found {declared!r}") from None
+    match = re.fullmatch(r"([0-9]{1,6})\.([0-9]{1,6})", declared) if isinstance(declared, str) else None
+    if match is None:  # int() alone would take "+1.0", " 1.0" and "1_0.0"
+        raise BundleError(f"{what}: format_version must be 'major.minor', found {declared!r:.100} (digits only)")
+    major, minor = int(match[1]), int(match[2])
     if major > FORMAT_MAJOR:
         raise FormatVersionError(
             f"{what}: written in bundle format {declared}; this rlport reads {FORMAT_MAJOR}.x. "

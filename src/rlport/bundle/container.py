@@ -220,14 +220,14 @@ def read_container(path: str | os.PathLike) -> tuple[bytes, dict[str, bytes], tu
     infos = archive.infolist()
     if len(infos) > MAX_MEMBERS:
         raise BundleError(f"{what}: {len(infos)} members is more than the limit of {MAX_MEMBERS}")
-    names = [info.filename for info in infos]
+    names = [info.orig_filename for info in infos]  # zipfile cuts a name at a NUL; the raw one is checked
     if len(set(names)) != len(names):
         raise BundleError(f"{what}: duplicate member names {sorted({n for n in names if names.count(n) > 1})}")
     if not names or names[0] != MANIFEST:
         raise BundleError(f"{what}: the first member must be {MANIFEST!r}, found {names[:1]}")
     members: dict[str, bytes] = {}
     for info in infos:
-        _check_name(info.filename)
+        _check_name(info.orig_filename)
         if info.compress_type != zipfile.ZIP_STORED:
             raise BundleError(f"{what}: member {info.filename!r} is compressed; bundle members must be stored")
         limit = MAX_MANIFEST_SIZE if info.filename == MANIFEST else len(data)

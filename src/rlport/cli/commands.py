@@ -247,29 +247,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     source = Path(args.source)
     bare_only = ("policy_kwargs", "policy", "observation_space", "action_space")
     for option in [name for name in bare_only if getattr(args, name, None) is not None and not _is_weights(source)]:
-        print(f"rlport import: --{option.replace('_', '-')} is for bare weights (a .pth file); drop the option",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_BAD_INPUT
+        return _refuse(args, f"--{option.replace('_', '-')} is for bare weights (a .pth file); drop the option")
     for option in ("vecnormalize", "algorithm", "no_vecnormalize"):
         if source.is_dir() and getattr(args, option):
             flag = "--" + option.replace("_", "-")
-            print(f"rlport import: {flag} is for a model .zip; a run folder brings its own, drop the option",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_BAD_INPUT
+            return _refuse(args, f"{flag} is for a model .zip; a run folder brings its own, drop the option")
     if getattr(args, "best", False) and not source.is_dir():
-        print("rlport import: --best is for an RL Zoo run folder (it picks RUN/best_model.zip); pass the folder",
-              file=sys.stderr)  # fmt: skip
-        return EXIT_BAD_INPUT
+        return _refuse(args, "--best is for an RL Zoo run folder (it picks RUN/best_model.zip); pass the folder")
     if args.vecnormalize and args.no_vecnormalize:
-        print("rlport import: --vecnormalize and --no-vecnormalize contradict each other; pass one", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _refuse(args, "--vecnormalize and --no-vecnormalize contradict each other; pass one")
     for path in (source, args.vecnormalize):
         if path is not None:
             _refuse_special_file(Path(path))
     check_destination(Path(args.output), "the bundle")  # before the import's work, not after
     # a model inside an RL Zoo run folder (RUN/ENV.zip beside RUN/ENV/) acts as the run's agent only with the
     # run's statistics and wrappers: import the whole run, unless the user chose (--vecnormalize, --no-vecnormalize)
-    run = None if source.is_dir() or args.vecnormalize or args.no_vecnormalize else run_of_model(source)
+    sb2 = _is_sb2(source)  # an SB2 model sits in its own zoo layout (ALGO/ENV.zip beside ALGO/ENV/config.yml)
+    run = None if source.is_dir() or sb2 or args.vecnormalize or args.no_vecnormalize else run_of_model(source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("ignore")
         warnings.simplefilter("always", RlportWarning)
@@ -277,6 +271,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         bundle.save(args.output)
     seconds = time.perf_counter() - began
     prov = bundle.provenance
+    has_return = prov.get("published_return_mean") is not None  # no return: no file it came from
     result = {
         "source": str(source),
         "output": args.output,
@@ -287,7 +282,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         "sb3_version": prov.get("framework_version"),
         "normalized": any(n.op == "normalize" for n in bundle.graph.preprocess),
         "published_return": prov.get("published_return_mean"),
-        "published_return_source": prov.get("published_return_source", "evaluations.npz"),
+        "published_return_source": prov.get("published_return_source", "evaluations.npz") if has_return else None,
         "zoo_run": str(run or source) if source.is_dir() or run is not None else None,
         "note": _whole_run_note(source, run) if run is not None else None,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, RlportWarning)],
@@ -317,6 +312,14 @@ _FRAMEWORK_NAMES = {"stable-baselines3": "SB3", "stable-baselines": "Stable Base
 """How the import summary names the framework a bundle's source file came from."""
 _WEIGHTS_SUFFIXES = (".pth", ".pt")
 """Files ``rlport import`` reads as bare SB3 weights (``torch.save(model.policy.state_dict())``)."""
+
+
+def _refuse(args: argparse.Namespace, message: str) -> int:
+    """``rlport import: MESSAGE`` on stderr (with ``--json`` also the JSON error on stdout); exit code 2."""
+    print(f"rlport import: {message}", file=sys.stderr)
+    if args.json:
+        emit_error("UsageError", message, EXIT_BAD_INPUT)
+    return EXIT_BAD_INPUT
 
 
 def _is_weights(source: Path) -> bool:

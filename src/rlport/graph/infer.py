@@ -152,9 +152,11 @@ def _elementwise(xs, p, a, what, op: str) -> list[Value]:
         _fail(f"{what}: attribute 'alpha' must not be 0")
     if op == "softplus" and _number(a, "beta", what) == 0.0:
         _fail(f"{what}: attribute 'beta' must not be 0")
-    dtype = x.dtype if x.dtype.kind == "f" else _F32
     if op == "identity":
         return [x]
+    if x.dtype.kind != "f":  # the backends' numpy, torch and ONNX functions disagree on integer inputs
+        _fail(f"{what}: takes a float input, found {x.dtype}; add a `cast` node before it")
+    dtype = x.dtype
     if op in _BOUNDED:
         return [Value.of(x.shape, dtype, *_BOUNDED[op])]
     if op == "hardtanh":
