@@ -185,10 +185,13 @@ def fast_leaf_feeder(space: Any, what: str) -> LeafFeeder:
         return array, vectorized
 
     def feed(obs: Any) -> tuple[np.ndarray, bool]:
-        try:
-            array = np.asarray(obs)
-        except (ValueError, TypeError):  # ragged nested lists: the full path names the problem
-            return full(obs)
+        if obs.__class__ is np.ndarray:  # the usual case, without asarray's call
+            array = obs
+        else:
+            try:
+                array = np.asarray(obs)
+            except (ValueError, TypeError):  # ragged nested lists: the full path names the problem
+                return full(obs)
         if array.dtype in fast_dtypes:
             if array.shape == shape:
                 return array[None], False

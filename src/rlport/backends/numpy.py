@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,7 @@ import numpy as np
 from rlport.backends.predict import GraphPredictor
 from rlport.bundle.spaces import DictSpec
 from rlport.errors import GraphError, RlportError
-from rlport.graph.passes import graph_results, live_nodes, noop_nodes
+from rlport.graph.passes import QUANTISED_READERS, fake_quantise, graph_results, live_nodes, noop_nodes, widen
 from rlport.graph.reference import CLOSURES, IMPLEMENTATIONS, PREPARE, bind
 from rlport.graph.schema import op_schema
 
@@ -37,21 +39,44 @@ class SamplingContext:
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
 
-def _widen(array: np.ndarray) -> np.ndarray:
-    return array.astype(np.float32) if array.dtype == np.float16 else array
+_widen = widen  # stored tensors are decoded by graph/passes.py alone (int8 ones by Bundle.load)
 
 
-def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext):
-    """The node's op with its parameters and attributes bound: a function of its inputs only."""
-    return _bound(node, tensors, ctx)[0]
+def bind_node(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext, quantised: Mapping | None = None):
+    """The node's op with its parameters and attributes bound: a function of its inputs only.
+
+    ``quantised`` (a bundle's ``encodings.values``): the values a ``linear`` or ``conv2d`` reads fake-quantised.
+    """
+    return _bound(node, tensors, ctx, quantised)[0]
 
 
-_INLINE = {"linear"}
-"""Ops whose prepared arguments the single-observation program writes inline (a Python call less each)."""
+def _fake_quantised(fn: Callable[..., Any], scales: list[float | None]) -> Callable[..., Any]:
+    """``fn`` reading its inputs fake-quantised where ``scales`` gives a scale (docs/FORMAT.md, encodings)."""
+
+    def run(*inputs: Any) -> Any:
+        return fn(*(x if s is None else fake_quantise(x, s) for x, s in zip(inputs, scales, strict=True)))
+
+    return run
 
 
-def _bound(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext) -> tuple[Callable[..., Any], dict | None]:
+_INLINE: dict[str, Callable[[str, dict[str, str]], str]] = {
+    "linear": lambda x, c: f"{x}.dot({c['weight_t']})" + (f" + {c['bias']}" if "bias" in c else ""),
+    "clip_to_bounds": lambda x, c: f"_minimum(_maximum({x}, {c['low']}), {c['high']})",
+}
+"""Ops the single-observation program writes out as numpy expressions over their prepared arguments
+(graph/reference.py's PREPARE), term for term as the reference computes them: a Python call less each."""
+
+
+def _bound(
+    node,
+    tensors: Mapping[str, np.ndarray],
+    ctx: SamplingContext,
+    quantised: Mapping | None = None,
+) -> tuple[Callable[..., Any], dict | None]:
     """:func:`bind_node`, and for an op in :data:`_INLINE` its prepared keyword arguments too."""
+    scales = [quantised[n].scale if quantised and n in quantised else None for n in node.inputs]
+    if node.op in QUANTISED_READERS and any(s is not None for s in scales):
+        return _fake_quantised(_bound(node, tensors, ctx)[0], scales), None
     if node.op not in IMPLEMENTATIONS:
         raise GraphError(f"op {node.op!r} has no numpy implementation")
     attrs = node.resolved_attrs()
@@ -59,7 +84,12 @@ def _bound(node, tensors: Mapping[str, np.ndarray], ctx: SamplingContext) -> tup
     try:
         if node.op in _INLINE:
             kwargs = PREPARE[node.op](params, attrs)
-            return CLOSURES[node.op](**kwargs), kwargs
+            fn = (
+                CLOSURES[node.op](**kwargs)
+                if node.op in CLOSURES
+                else functools.partial(IMPLEMENTATIONS[node.op], **kwargs)
+            )
+            return fn, kwargs
         return bind(node.op, params, attrs, ctx if op_schema(node.op).stochastic else None), None
     except (ValueError, TypeError, KeyError, IndexError, MemoryError, ArithmeticError) as exc:
         raise GraphError(f"op {node.op!r} (outputs {list(node.outputs)}) cannot use its parameters: {exc}") from exc
@@ -88,7 +118,7 @@ def _compile(
     """
     slot = {graph_input.name: k for k, graph_input in enumerate(graph.inputs)}
     lines = [f"def run({', '.join(f'v{k}' for k in range(len(graph.inputs)))}):"]
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"_minimum": np.minimum, "_maximum": np.maximum}
     for step in live_nodes(graph, deterministic, noops=noops):
         node, index = step.node, step.index
         if step.passthrough is not None:
@@ -101,10 +131,16 @@ def _compile(
         for name in node.outputs:
             slot[name] = len(slot)
         outs = ", ".join(f"v{slot[n]}" for n in node.outputs)
-        if single and inline is not None:  # linear, one row: x.dot(W^T) + b, as the closure computes it
-            namespace[f"w{index}"], namespace[f"b{index}"] = inline["weight_t"], inline["bias"]
-            bias = "" if inline["bias"] is None else f" + b{index}"
-            lines.append(f"    {outs} = {ins}.dot(w{index}){bias}")
+        if single and inline is not None:  # one row: the op as an expression over its prepared arguments
+            names = {}
+            for key, value in inline.items():
+                if value is not None:
+                    names[key] = f"c{index}_{key}"
+                    namespace[names[key]] = value
+            lines.append(f"    {outs} = {_INLINE[node.op](ins, names)}")
+            continue
+        if single and fn is _argmax:
+            lines.append(f"    {outs} = {ins}.argmax(axis=-1)")
             continue
         namespace[f"f{index}"] = fn
         lines.append(f"    {outs}{',' if len(node.outputs) > 1 else ''} = f{index}({ins})")
@@ -142,16 +178,17 @@ class NumpyPolicy(GraphPredictor):
         self.action_space = bundle.action_space
         graph = bundle.graph
         self._ctx = SamplingContext(rng=np.random.default_rng(seed))
-        self._steps = [(*_bound(node, bundle.tensors, self._ctx), node) for node in graph.nodes()]
+        quantised = bundle.encodings.values
+        self._steps = [(*_bound(node, bundle.tensors, self._ctx, quantised), node) for node in graph.nodes()]
         noops = _noops(bundle)
         self._programs = {mode: _compile(graph, self._steps, mode, noops) for mode in (True, False)}
         self._bind_inputs(graph)
         roles = [graph_input.role for graph_input in graph.inputs]
         self._simple = roles == ["observation"] and not isinstance(self.observation_space, DictSpec)
-        self._short = None  # (feed, {mode: program returning the action}) for the short path of predict
+        self._short = None  # the short path of predict: (observation, deterministic) -> action
         if self._simple:
-            programs = {mode: _compile(graph, self._steps, mode, noops, single=True) for mode in (True, False)}
-            self._short = self._obs[0][2], programs
+            single = {mode: _compile(graph, self._steps, mode, noops, single=True) for mode in (True, False)}
+            self._short = self._short_path(self._obs[0][2], single)
         self._dry_run()
 
     def predict(
@@ -166,18 +203,40 @@ class NumpyPolicy(GraphPredictor):
 
         There, ``state``, ``episode_start`` and ``action_masks`` are ignored, as SB3 ignores them.
         """
-        if self._short is None or deterministic.__class__ is not bool:
+        short = self._short
+        if short is None or deterministic.__class__ is not bool:
             return super().predict(observation, state, episode_start, deterministic, action_masks)
-        feed, programs = self._short
-        value, vectorized = feed(observation)
-        self._ctx.deterministic = deterministic
-        try:
-            action = self._programs[deterministic](value)[0] if vectorized else programs[deterministic](value)
-        except RlportError:
-            raise
-        except _RUNTIME_ERRORS as exc:
-            raise self._diagnose([value]) from exc
-        return self._checked(action, vectorized), state
+        return short(observation, deterministic), state
+
+    def _short_path(self, feed: Callable, single: dict[bool, Callable]) -> Callable[[Any, bool], np.ndarray]:
+        """``predict`` for one array observation input, in one closure (locals, not attribute look-ups).
+
+        One observation runs the ``single`` programs (ops written out for one row); a batch runs the
+        general ones. The action is checked as every backend's is (:meth:`GraphPredictor._checked`);
+        one discrete action inside its range, or one finite number, passes a short check first.
+        """
+        ctx, general, checked, diagnose = self._ctx, self._programs, self._checked, self._diagnose
+        low, high = self._action_range or (1, 0)  # an empty range sends every action to the full check
+        isfinite = math.isfinite
+
+        def short(observation: Any, deterministic: bool) -> np.ndarray:
+            value, vectorized = feed(observation)
+            ctx.deterministic = deterministic
+            try:
+                if vectorized:
+                    return checked(general[deterministic](value)[0], True)
+                action = single[deterministic](value)
+            except RlportError:
+                raise
+            except _RUNTIME_ERRORS as exc:
+                raise diagnose([value]) from exc
+            if action.size == 1:
+                kind = action.dtype.kind
+                if (kind == "i" and low <= action.item() <= high) or (kind == "f" and isfinite(action.item())):
+                    return action[0]
+            return checked(action, False)
+
+        return short
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
