@@ -502,3 +502,14 @@ def test_a_refused_import_exits_2_says_why_and_writes_nothing(
     error = json.loads(out)["error"]
     assert error["exit_code"] == 2 and message in error["message"]
     assert error["type"] == (error_type or error["type"])
+
+
+def test_an_sb2_zoo_folder_stands_for_the_model_beside_it(sb2_sample, tmp_path, capsys):
+    """``rlport import ALGO/ENV`` (the folder of statistics) imports ``ALGO/ENV.pkl`` with them."""
+    folder = sb2_sample / "acer" / "Acrobot-v1"
+    data = _import_json(capsys, folder, tmp_path / "acer.rlp")
+    assert data["source"] == str(folder.with_suffix(".pkl")) and data["normalized"] is True
+    lone = tmp_path / "Acrobot-v1"  # a folder with no model beside it is not an SB2 agent
+    lone.mkdir()
+    code, _, err = _cli(capsys, "import", lone, "-o", tmp_path / "none.rlp")
+    assert code == 2 and "expected one model .zip" in err

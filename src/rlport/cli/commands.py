@@ -244,7 +244,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from rlport.frameworks.zoo.run import run_of_model
 
     began = time.perf_counter()
-    source = Path(args.source)
+    source = _sb2_model_of(Path(args.source))
     bare_only = ("policy_kwargs", "policy", "observation_space", "action_space")
     for option in [name for name in bare_only if getattr(args, name, None) is not None and not _is_weights(source)]:
         return _refuse(args, f"--{option.replace('_', '-')} is for bare weights (a .pth file); drop the option")
@@ -366,6 +366,17 @@ def _produce(source: Path, run: Path | None, args: argparse.Namespace) -> Any:
     from rlport.frameworks.sb3.importer import import_sb3
 
     return import_sb3(source, vecnormalize=args.vecnormalize, env_id=args.env, algorithm=args.algorithm, **common)
+
+
+def _sb2_model_of(source: Path) -> Path:
+    """An SB2 zoo folder (``ALGO/ENV/``, statistics and config) stands for its model beside it (``ALGO/ENV.pkl``)."""
+    if not source.is_dir() or source.name in ("", ".", ".."):
+        return source
+    for suffix in (".pkl", ".zip"):
+        model = source.with_name(source.name + suffix)
+        if model.is_file() and _is_sb2(model):
+            return model
+    return source
 
 
 def _is_sb2(source: Path) -> bool:
