@@ -26,7 +26,7 @@ LAYERS = {
     "verify": 5,
     "compress": 5,
     "frameworks": 6,
-    "distill": 6,
+    "distillation": 6,
     "report": 6,
     "fleet": 6,
     "(root)": 7,

@@ -44,6 +44,7 @@ __all__ = [
     "import_zoo",
     "import_state_dict",
     "import_sb2",
+    "distill",
     "to_sb3",
     "export_sb3",
     "export_zoo",
@@ -162,6 +163,19 @@ def import_sb2(path: str | os.PathLike, **kwargs: Any) -> Bundle:
     from rlport.frameworks.sb2.importer import import_sb2 as _import_sb2
 
     return _import_sb2(path, **kwargs)
+
+
+def distill(teacher: str | os.PathLike | Bundle, **kwargs: Any) -> tuple[Bundle, dict[str, Any]]:
+    """Distil a policy into a small MLP student (DAgger-style); returns the student and its report.
+
+    See :func:`rlport.distillation.api.distill` for the arguments.
+
+    Example:
+        >>> student, report = rlport.distill("teacher.rlp", hidden=(64, 64))   # doctest: +SKIP
+    """
+    from rlport.distillation.api import distill as _distill
+
+    return _distill(teacher, **kwargs)
 
 
 def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -> Any:

@@ -26,7 +26,7 @@ from rlport.graph.schema import op_schema
 if TYPE_CHECKING:
     from rlport.bundle.bundle import Bundle
 
-__all__ = ["NumpyPolicy", "SamplingContext", "bind_node"]
+__all__ = ["NumpyPolicy", "SamplingContext", "bind_node", "values_of"]
 
 _RUNTIME_ERRORS = (ValueError, TypeError, IndexError, ArithmeticError)
 
