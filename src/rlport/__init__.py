@@ -45,6 +45,8 @@ __all__ = [
     "import_state_dict",
     "import_sb2",
     "distill",
+    "card",
+    "evaluate",
     "to_sb3",
     "export_sb3",
     "export_zoo",
@@ -176,6 +178,32 @@ def distill(teacher: str | os.PathLike | Bundle, **kwargs: Any) -> tuple[Bundle,
     from rlport.distillation.api import distill as _distill
 
     return _distill(teacher, **kwargs)
+
+
+def card(path: str | os.PathLike | Bundle, output: str | os.PathLike, **kwargs: Any) -> Any:
+    """Write a report page (index.html), a Hugging Face model card (README.md) and results.json for a bundle.
+
+    See :func:`rlport.report.card.card` for the arguments.
+
+    Example:
+        >>> rlport.card("model.rlp", "card/")   # doctest: +SKIP
+    """
+    from rlport.report.card import card as _card
+
+    return _card(path, output, **kwargs)
+
+
+def evaluate(bundles: Any, **kwargs: Any) -> Any:
+    """Evaluate bundles x envs x seeds on local processes or a Ray cluster: results and a summary table.
+
+    See :func:`rlport.fleet.run.evaluate` for the arguments.
+
+    Example:
+        >>> rlport.evaluate(["bundles/"], seeds=3)   # doctest: +SKIP
+    """
+    from rlport.fleet.run import evaluate as _evaluate
+
+    return _evaluate(list(bundles), **kwargs)
 
 
 def to_sb3(bundle: Bundle | str | os.PathLike, env: Any = None, **kwargs: Any) -> Any:

@@ -17,10 +17,10 @@ from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.probes import ProbeComparison, action_tolerance
 from rlport.errors import UnsupportedError
 
-__all__ = ["compare_probes", "check_against_source"]
+__all__ = ["compare_probes", "check_against_source", "probe_observations"]
 
 
-def _probe_obs(probes: dict[str, np.ndarray]) -> Any:
+def probe_observations(probes: dict[str, np.ndarray]) -> Any:
     if "obs" in probes:
         return probes["obs"]
     return {name[4:]: value for name, value in probes.items() if name.startswith("obs.")}
@@ -28,7 +28,7 @@ def _probe_obs(probes: dict[str, np.ndarray]) -> Any:
 
 def _replay(policy: Any, probes: dict[str, np.ndarray], count: int) -> np.ndarray:
     """The policy's deterministic actions for the probes (step by step, carrying the state, if recurrent)."""
-    obs = _probe_obs(probes)
+    obs = probe_observations(probes)
     if not policy.is_recurrent:
         return np.asarray(policy.predict(obs, deterministic=True)[0])
     starts, state, actions = probes.get("episode_start"), None, []

@@ -55,6 +55,9 @@ _EXTRA_OF_MODULE = {
     "onnx": "onnx",
     "onnxruntime": "onnx",
     "yaml": "yaml",
+    "matplotlib": "report",
+    "imageio": "report",
+    "ray": "ray",
 }
 _ENV_MODULE_HELP = (
     "allow env ids of the form MODULE:EnvName recorded in the file to import MODULE; "

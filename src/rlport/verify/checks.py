@@ -36,6 +36,7 @@ __all__ = [
     "check_returns",
     "check_dependencies",
     "returns_verdict",
+    "reference_returns",
     "PARITY_ATOL",
 ]
 
@@ -150,7 +151,7 @@ def returns_verdict(here: list[float], reference: list[float] | tuple[float, flo
     return CheckResult("returns", FAIL, measured, tolerance, "the returns differ from the reference", data)
 
 
-def _reference(bundle: Bundle) -> tuple[list[float] | tuple[float, float, int], str] | None:
+def reference_returns(bundle: Bundle) -> tuple[list[float] | tuple[float, float, int], str] | None:
     evaluation = (bundle.verification or {}).get("evaluation")
     if evaluation and evaluation.get("returns"):
         return [float(r) for r in evaluation["returns"]], "recorded at export"
@@ -166,7 +167,7 @@ def check_returns(bundle: Bundle, env: Any, episodes: int, seed: int, progress: 
     """Run ``episodes`` episodes here and compare with the returns recorded at export (or published)."""
     from rlport.envs import run_episodes
 
-    reference = _reference(bundle)
+    reference = reference_returns(bundle)
     if reference is None:
         return CheckResult("returns", WARN, "no reference", "", "the bundle records no evaluation to compare with")
     stats = run_episodes(NumpyPolicy(bundle), env, episodes, seed=seed, on_episode=progress)
