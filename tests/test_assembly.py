@@ -18,7 +18,7 @@ from rlport.cli.main import main
 from rlport.errors import RlportWarning, UnsupportedError
 
 SRC = Path(rlport.__file__).parent
-CORE = ("rlport.graph", "rlport.bundle", "rlport.errors")
+CORE = ("rlport._version", "rlport.graph", "rlport.bundle", "rlport.errors")
 
 
 def _rlport_imports(path: Path) -> set[str]:
@@ -199,3 +199,10 @@ def test_no_warning_when_no_env_id_is_recorded(parts, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RlportWarning)
         assert rlport.import_sb3(path, probes=0).env.id is None
+
+
+def test_the_version_is_pyprojects():
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert rlport.__version__ == pyproject["project"]["version"]

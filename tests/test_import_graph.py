@@ -15,6 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rlport"
 LAYERS = {
     "errors": 0,
+    "_version": 0,
     "graph": 1,
     "bundle": 2,
     "deploy_pins": 1,

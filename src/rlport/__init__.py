@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rlport._version import __version__
 from rlport.backends import registry as _registry
 from rlport.bundle.bundle import Bundle
 from rlport.errors import (
@@ -33,8 +34,6 @@ from rlport.errors import (
     UnsafeFileError,
     UnsupportedError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Bundle",

@@ -553,9 +553,17 @@ def test_an_env_id_in_the_folder_name_never_imports_a_module(saved, tmp_path, pr
 def test_env_module_lets_the_named_module_be_imported(saved, tmp_path, probe_module):
     name, marker = probe_module
     run = zoo_run(saved, tmp_path, **{"args.yml": f"algo: ppo\nenv: '{name}:Evil-v0'\n"})
-    bundle = rlport.import_zoo(run, probes=0, fingerprint=False, env_module=name)
+    with pytest.warns(rlport.RlportWarning, match="no fingerprint recorded"):  # the env is made to record one
+        bundle = rlport.import_zoo(run, probes=0, env_module=name)
     assert bundle.env.id == f"{name}:Evil-v0" and marker.exists()  # looked up (and not found) by gymnasium
     assert "cannot be created" in bundle.provenance["env_id_note"]
+
+
+def test_without_verification_the_env_module_is_not_even_imported(saved, tmp_path, probe_module):
+    name, marker = probe_module
+    run = zoo_run(saved, tmp_path, **{"args.yml": f"algo: ppo\nenv: '{name}:Evil-v0'\n"})
+    bundle = rlport.import_zoo(run, probes=0, fingerprint=False, env_module=name)  # no env made: nothing looked up
+    assert bundle.env.id == f"{name}:Evil-v0" and not marker.exists() and name not in sys.modules
 
 
 def test_an_env_id_the_caller_passes_is_theirs(saved, tmp_path, probe_module):

@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -131,7 +130,13 @@ def remove_stale_temps(target: Path) -> list[Path]:
 
 
 def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+    if hasattr(os, "uname"):
+        host = os.uname().nodename  # socket.gethostname() on POSIX, without importing socket (~2 ms)
+    else:
+        import socket
+
+        host = socket.gethostname()
+    return hashlib.sha256(host.encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def _is_stale(entry: os.DirEntry, match: re.Match) -> bool:

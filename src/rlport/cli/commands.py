@@ -380,7 +380,10 @@ def _sb2_model_of(source: Path) -> Path:
 
 
 def _is_sb2(source: Path) -> bool:
-    """A Stable Baselines 2 model file (``.pkl``, or a ``.zip`` with SB2's members)."""
+    """A Stable Baselines 2 model file (``.pkl``, or a ``.zip`` with SB2's members); a folder is none, and is not
+    looked at (an RL Zoo run folder's import would otherwise import the SB2 reader, ~10 ms)."""
+    if not source.is_file():
+        return False
     try:
         from rlport.frameworks.sb2.importer import is_sb2_file
     except ImportError:  # pragma: no cover - the SB2 reader is part of rlport; kept for partial installs

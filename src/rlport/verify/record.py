@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from importlib import metadata
 
 from rlport.backends.numpy import NumpyPolicy
 from rlport.bundle.bundle import Bundle
@@ -127,6 +126,8 @@ def record_or_warn(
 
 def _installed(package: str | None) -> dict[str, str]:
     """``{package: version}`` when ``package`` is given and installed, else empty."""
+    from importlib import metadata
+
     try:
         return {package: metadata.version(package)} if package else {}
     except metadata.PackageNotFoundError:

@@ -13,7 +13,6 @@ import inspect
 import math
 import platform
 from collections.abc import Mapping
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -26,12 +25,13 @@ from rlport.frameworks.sb3.policies import VARIABLES, build_graph, state_dict, t
 from rlport.frameworks.sb3.vecnormalize import vec_normalize_settings
 from rlport.readers import safe_pickle
 from rlport.readers.gym_spaces import spec_from_space
-from rlport.verify.record import record_verification
 
 __all__ = ["from_sb3", "provenance", "jsonable", "settings"]
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata  # here: ~20 ms of imports an import of a file does not need
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -273,6 +273,8 @@ def from_sb3(
     }
     if variables:
         source["variables"] = list(variables)
+    if getattr(builder, "constants", None):  # tensors rlport made from captured modules' literals: fixed in training
+        source["constants"] = list(builder.constants)
     if vec_normalize is not None:
         source["vec_normalize"] = vec_normalize_settings(vec_normalize)
     bundle = assemble(
@@ -287,5 +289,7 @@ def from_sb3(
         reference=_reference(model, vec_normalize),
         what="the exported model",
     )
+    from rlport.verify.record import record_verification
+
     record_verification(bundle, fingerprint=fingerprint, evaluate=evaluate)
     return bundle
