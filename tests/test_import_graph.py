@@ -25,7 +25,7 @@ LAYERS = {
     "envs": 4,
     "deploy": 4,
     "verify": 5,
-    "compress": 5,
+    "compression": 5,
     "frameworks": 6,
     "distillation": 6,
     "report": 6,

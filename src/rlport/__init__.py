@@ -49,6 +49,9 @@ __all__ = [
     "to_sb3",
     "export_sb3",
     "export_zoo",
+    "export_c",
+    "compress",
+    "compression_report",
     "RlportError",
     "BundleError",
     "FormatVersionError",
@@ -177,6 +180,58 @@ def distill(teacher: str | os.PathLike | Bundle, **kwargs: Any) -> tuple[Bundle,
     from rlport.distillation.api import distill as _distill
 
     return _distill(teacher, **kwargs)
+
+
+def compress(
+    bundle_or_path: Bundle | str | os.PathLike,
+    weights: str = "int8",
+    activations: str | None = None,
+    calibrate: int = 1000,
+    seed: int = 0,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    env_module: str | None = None,
+) -> Bundle:
+    """A smaller copy of a bundle: float16 or int8 weights, optionally int8 activations (see :mod:`rlport.compression`).
+
+    Example:
+        >>> small = rlport.compress("cartpole.rlp", weights="int8")   # doctest: +SKIP
+        >>> small.save("cartpole-int8.rlp")                            # doctest: +SKIP
+    """
+    from rlport.compression import compress as _compress
+
+    return _compress(bundle_or_path, weights, activations, calibrate, seed, env_id, env_kwargs, env_module)
+
+
+def compression_report(
+    original: Bundle | str | os.PathLike, compressed: Bundle | str | os.PathLike, episodes: int = 10, **kwargs: Any
+):
+    """How a compressed bundle compares with its float original: sizes, action agreement, paired returns.
+
+    See :func:`rlport.compression.compare` (``seed``, ``env_id``, ``env_kwargs``, ``env_module``, ``on_episode``).
+
+    Example:
+        >>> report = rlport.compression_report("cartpole.rlp", "cartpole-int8.rlp", episodes=20)   # doctest: +SKIP
+        >>> report.returns["difference"], report.returns["ci95"], report.warnings                  # doctest: +SKIP
+    """
+    from rlport.compression import compare
+
+    original = original if isinstance(original, Bundle) else Bundle.load(original)
+    compressed = compressed if isinstance(compressed, Bundle) else Bundle.load(compressed)
+    return compare(original, compressed, episodes, **kwargs)
+
+
+def export_c(bundle: Bundle | str | os.PathLike, folder: str | os.PathLike) -> Any:
+    """Write a bundle's whole policy as C99: rlport_policy.h, rlport_policy.c and a README in ``folder``.
+
+    See :func:`rlport.backends.c.export.export_c`.
+
+    Example:
+        >>> rlport.export_c("cartpole.rlp", "cartpole_c")   # doctest: +SKIP
+    """
+    from rlport.backends.c.export import export_c as _export_c
+
+    return _export_c(bundle if isinstance(bundle, Bundle) else Bundle.load(bundle), folder)
 
 
 def card(path: str | os.PathLike | Bundle, output: str | os.PathLike, **kwargs: Any) -> Any:

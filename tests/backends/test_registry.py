@@ -43,8 +43,8 @@ def _with_backend(monkeypatch, entry: registry.Backend) -> None:
 
 
 def test_every_name_comes_from_the_registry():
-    assert rlport.BACKENDS == registry.backend_names() == ("numpy", "torch", "onnx")
-    assert registry.export_format_names() == ("onnx", "sb3", "zoo")
+    assert rlport.BACKENDS == registry.backend_names() == ("numpy", "torch", "onnx", "c")
+    assert registry.export_format_names() == ("onnx", "sb3", "zoo", "c")
     assert deploy.BACKENDS == registry.packable_backends() == ("numpy",)
     commands = {
         name: parser for action in _parser()._subparsers._group_actions for name, parser in action.choices.items()
@@ -77,10 +77,10 @@ def test_an_op_missing_from_a_table_is_seen_by_the_coverage_check(monkeypatch):
 
 
 def test_an_unknown_backend_lists_the_registered_ones(bundle, monkeypatch):
-    with pytest.raises(UnsupportedError, match=r"backend 'tflite' is not available; supported: numpy, torch, onnx$"):
+    with pytest.raises(UnsupportedError, match=r"backend 'tflite' is not available; supported: numpy, torch, onnx, c$"):
         rlport.load(bundle, backend="tflite")
-    _with_backend(monkeypatch, registry.Backend("c", "m:C", None, "C", ops="m:OPS"))
-    with pytest.raises(UnsupportedError, match="supported: numpy, torch, onnx, c$"):
+    _with_backend(monkeypatch, registry.Backend("tvm", "m:TVM", None, "TVM", ops="m:OPS"))
+    with pytest.raises(UnsupportedError, match="supported: numpy, torch, onnx, c, tvm$"):
         rlport.load(bundle, backend="tflite")
 
 

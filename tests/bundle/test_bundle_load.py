@@ -226,8 +226,8 @@ MALFORMED = {
     "encodings": (
         "discrete-mlp",
         _set("encodings", value={"pi.0.weight": {"scheme": "int8_symmetric", "scale": "s", "axis": 0}}),
-        FormatVersionError,
-        r"quantised tensor encodings \(format 1.1\); upgrade rlport",
+        BundleError,
+        r"declares format 1.0 but holds 'encodings', a field of format 1.1; the bundle is corrupt",
     ),
     "missing-observation-space": ("discrete-mlp", _drop("observation_space"), BundleError, "'observation_space'"),
     "missing-action-space": ("discrete-mlp", _drop("action_space"), BundleError, "required field 'action_space'"),
@@ -456,12 +456,16 @@ def test_comment_newer_minor_than_manifest(make_bundle, crafter):
     assert type(info.value) is BundleError
 
 
-def test_encodings_in_a_1_1_bundle_still_need_an_upgrade(make_bundle, crafter):
+def test_encodings_in_a_1_1_bundle_are_read_and_checked(make_bundle, crafter):
+    """This rlport reads format 1.1 (more in tests/compress): empty encodings decode nothing; bad ones are refused."""
     manifest, members = crafter.members_of(make_bundle())
     manifest["format_version"] = "1.1"
     manifest["encodings"] = {}
     path = _with_comment_version(crafter, crafter.write(manifest, members), b"1.1")
-    with pytest.raises(FormatVersionError, match="format 1.1"):
+    assert Bundle.load(path).format_version == (1, 0)  # nothing encoded: saved again, it is a 1.0 bundle
+    manifest["encodings"] = {"tensors": {"nope": {"scheme": "int8_symmetric", "scale": "s", "axis": 0}}}
+    path = _with_comment_version(crafter, crafter.write(manifest, members), b"1.1")
+    with pytest.raises(BundleError, match="encoded tensor 'nope' is not in weights.safetensors"):
         Bundle.load(path)
 
 

@@ -227,7 +227,7 @@ def test_bad_settings_are_refused(pendulum, kwargs, match):
 def test_int8_uses_compress_or_says_it_is_not_there_yet(pendulum):
     import importlib.util
 
-    if importlib.util.find_spec("rlport.compress") is None:
+    if importlib.util.find_spec("rlport.compression") is None:
         with pytest.raises(UnsupportedError, match="rlport.compress, which this rlport does not have yet"):
             distill(pendulum, steps=10, int8=True)
     else:

@@ -28,6 +28,7 @@ import rlport  # noqa: E402
 from rlport.backends.numpy import NumpyPolicy  # noqa: E402
 from rlport.backends.onnx.export import export_onnx, onnx_model  # noqa: E402
 from rlport.backends.onnx.runtime import OnnxPolicy  # noqa: E402
+from rlport.backends.registry import BACKENDS, make_policy  # noqa: E402
 from rlport.backends.torch.runtime import TorchPolicy  # noqa: E402
 from rlport.bundle.bundle import Bundle  # noqa: E402
 from rlport.bundle.spaces import BoxSpec, DiscreteSpec  # noqa: E402
@@ -113,11 +114,7 @@ def policies(family: Family) -> dict[str, Any]:
         bundle = rlport.from_sb3(family.build(), probes=0, fingerprint=False, evaluate=0)
         if family.declared is not None:
             bundle = dataclasses.replace(bundle, observation_space=family.declared)
-        _POLICIES[family.name] = {
-            "numpy": NumpyPolicy(bundle),
-            "onnx": OnnxPolicy(bundle),
-            "torch": TorchPolicy(bundle),
-        }
+        _POLICIES[family.name] = {backend: _policy(backend, bundle) for backend in rlport.BACKENDS}
     return _POLICIES[family.name]
 
 
@@ -508,7 +505,8 @@ def _linear_bundle(weight: np.ndarray, action_space: Any, op: str = "identity") 
 
 
 def _policy(backend: str, bundle: Bundle) -> Any:
-    return {"numpy": NumpyPolicy, "onnx": OnnxPolicy, "torch": TorchPolicy}[backend](bundle)
+    """The bundle on ``backend``, built as ``rlport.load(..., backend=)`` builds it (every registered backend)."""
+    return make_policy(BACKENDS[backend], bundle)
 
 
 @pytest.mark.parametrize("backend", rlport.BACKENDS)
@@ -660,6 +658,10 @@ def test_a_graph_that_fails_only_on_some_batch_sizes_is_a_graph_error(backend):
     """Statistics of shape (2, 4) broadcast against a batch of 2 (the dry run) but not of 3."""
     nodes = (Node("normalize", ("obs",), ("y",), {"mean": "m", "var": "v"}),)
     bundle = _graph_bundle(nodes, {"m": np.zeros((2, 4)), "v": np.ones((2, 4))})
+    if backend == "c":  # compiled from the statically inferred shapes: refused before anything runs
+        with pytest.raises(GraphError, match="does not broadcast"):
+            _policy(backend, bundle)
+        return
     policy = _policy(backend, bundle)
     assert policy.predict(np.zeros((2, 4), np.float32), deterministic=True)[0].shape == (2, 2)
     with pytest.raises(GraphError, match="failed on inputs of shapes"):

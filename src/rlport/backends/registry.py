@@ -10,12 +10,12 @@ Backends and export formats are two sibling tables, not one: a backend returns a
 backend runs what the ONNX export writes), and neither numpy nor torch writes a file, nor can
 ``sb3`` or ``zoo`` act. One table would need flags that hold for half of its rows.
 
-Adding a backend (a C one, say) is one new module with a policy class taking ``(bundle, seed=)``
+Adding a backend (a TFLite one, say) is one new module with a policy class taking ``(bundle, seed=)``
 (and ``device=`` when it has devices) plus one :class:`Backend` row in :data:`BACKENDS`.
 
 Example:
     >>> [backend.name for backend in BACKENDS.values()]
-    ['numpy', 'torch', 'onnx']
+    ['numpy', 'torch', 'onnx', 'c']
     >>> backend("numpy").extra is None
     True
 """
@@ -84,13 +84,13 @@ class ExportFormat:
     Attributes:
         name: what ``--format`` takes.
         writer: ``"module:function"``, called as ``function(bundle, output, ...)``.
-        extra: the smallest ``rlport[EXTRA]`` that installs what it needs.
+        extra: the smallest ``rlport[EXTRA]`` that installs what it needs (None: numpy alone).
         description: one line for help texts.
     """
 
     name: str
     writer: str
-    extra: str
+    extra: str | None
     description: str
 
 
@@ -112,6 +112,11 @@ BACKENDS: dict[str, Backend] = {
             ops="rlport.backends.onnx.ops:EMITTERS", also_runs=("identity", "gaussian", "gsde"),
             needs=("onnx", "onnxruntime"), export_format="onnx",
         ),
+        Backend(
+            "c", "rlport.backends.c.runtime:CPolicy", None,
+            "the C99 export compiled with the system C compiler (cc, gcc, clang or $CC), called with ctypes",
+            ops="rlport.backends.c.ops:EMITTERS", export_format="c",
+        ),
     )
 }  # fmt: skip
 """Every backend, in the order help texts and error messages list them (numpy first: the default)."""
@@ -122,6 +127,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
         ExportFormat("onnx", "rlport.backends.onnx.export:export_onnx", "onnx", "one .onnx file"),
         ExportFormat("sb3", "rlport.frameworks.sb3.to_sb3:export_sb3", "sb3", "a .zip for ALGO.load (+ VecNormalize)"),
         ExportFormat("zoo", "rlport.frameworks.zoo.export:export_zoo", "sb3", "an RL Zoo run folder for rl_zoo3.enjoy"),
+        ExportFormat("c", "rlport.backends.c.export:export_c", None, "C99 source: rlport_policy.h, .c and a README"),
     )
 }
 """Every export format, in the order ``rlport export --help`` lists them (onnx first: the default)."""

@@ -20,16 +20,19 @@ from rlport.bundle import safetensors
 from rlport.bundle.container import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
+    READ_MINOR,
+    container_bytes,
     read_container,
     sha256,
     write_container,
 )
-from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, parse_json
+from rlport.bundle.manifest import EnvSpec, ProbeInfo, canonical_json, check_fields_known, parse_json
 from rlport.bundle.spaces import SpaceSpec, leaves, space_from_json
 from rlport.bundle.static import check_statically, observation_values
 from rlport.errors import BundleError, FormatVersionError, GraphError, IntegrityError, RlportError
 from rlport.graph.graph import Graph
 from rlport.graph.infer import Value, infer
+from rlport.graph.passes import Encodings, check_encodings, decode_tensors, dequantise
 
 __all__ = ["Bundle", "WEIGHTS", "PROBES", "FINGERPRINT"]
 
@@ -52,6 +55,11 @@ class Bundle:
         source: importer data to rebuild the source model (never read by runtimes).
         probes: parity probes (observations and the source's actions), or ``None``.
         probe_info: summary of ``probes``.
+        encodings: how tensors are stored (format 1.1: int8 with per-channel scales) and which values
+            are fake-quantised; empty for format 1.0.
+        encoded: the stored form (int8) of each tensor named in ``encodings.tensors``; ``tensors``
+            holds its decoded float32 form (what the ops take), so every reader of ``tensors`` gets
+            floats.
     """
 
     observation_space: SpaceSpec
@@ -65,14 +73,25 @@ class Bundle:
     probe_info: ProbeInfo | None = None
     verification: dict[str, Any] | None = None
     fingerprint: dict[str, np.ndarray] | None = None
+    encodings: Encodings = field(default_factory=Encodings)
+    encoded: dict[str, np.ndarray] = field(default_factory=dict)
     _values: tuple[tuple[int, ...], dict[str, Value]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     # ---- writing ------------------------------------------------------------------------
 
+    @property
+    def format_version(self) -> tuple[int, int]:
+        """``(1, 1)`` for a bundle with encodings, else ``(1, 0)`` (so a 1.0 bundle stays byte for byte 1.0)."""
+        return (FORMAT_MAJOR, READ_MINOR) if self.encodings else (FORMAT_MAJOR, FORMAT_MINOR)
+
+    def stored_tensors(self) -> dict[str, np.ndarray]:
+        """The tensors as ``weights.safetensors`` stores them: ``tensors``, the encoded ones in their stored form."""
+        return {**self.tensors, **self.encoded}
+
     def _members(self) -> dict[str, bytes]:
-        members = {WEIGHTS: safetensors.dumps(self.tensors)}
+        members = {WEIGHTS: safetensors.dumps(self.stored_tensors())}
         if self.probes is not None:
             members[PROBES] = safetensors.dumps(self.probes)
         if self.fingerprint is not None:
@@ -84,7 +103,7 @@ class Bundle:
         members = self._members() if members is None else members
         manifest = {
             "format": "rlport-bundle",
-            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+            "format_version": "{}.{}".format(*self.format_version),
             "observation_space": self.observation_space.to_json(),
             "action_space": self.action_space.to_json(),
             "graph": self.graph.to_json(),
@@ -96,14 +115,22 @@ class Bundle:
         }
         if self.verification is not None:
             manifest["verification"] = dict(self.verification)
+        if self.encodings:
+            manifest["encodings"] = self.encodings.to_json()
         return manifest
 
     def save(self, path: str | os.PathLike) -> Path:
         """Validate, then write the bundle to ``path`` atomically; the same bundle gives the same bytes."""
         self.validate()
         members = self._members()
-        write_container(path, canonical_json(self.manifest(members)), members)
+        write_container(path, canonical_json(self.manifest(members)), members, self.format_version)
         return Path(path)
+
+    def to_bytes(self) -> bytes:
+        """The bytes :meth:`save` writes (validated first)."""
+        self.validate()
+        members = self._members()
+        return container_bytes(canonical_json(self.manifest(members)), members, self.format_version)
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -117,10 +144,7 @@ class Bundle:
             raise BundleError(f"{what}: manifest.json does not describe an rlport bundle")
         _check_version(manifest.get("format_version"), version, what)
         _check_members(manifest.get("members"), members, what)
-        if "encodings" in manifest:
-            raise FormatVersionError(
-                f"{what}: uses quantised tensor encodings (format 1.1); upgrade rlport (pip install -U rlport)"
-            )
+        check_fields_known(manifest, version, (FORMAT_MAJOR, READ_MINOR), what)
         try:
             bundle = cls._from_manifest(manifest, members, what)
             bundle.validate()
@@ -137,7 +161,10 @@ class Bundle:
                 raise BundleError(f"{what}: manifest.json lacks the required field {key!r}")
         if WEIGHTS not in members:
             raise BundleError(f"{what}: the bundle has no {WEIGHTS} member")
-        tensors, _ = safetensors.loads(members[WEIGHTS], what=f"{what}: {WEIGHTS}")
+        stored, _ = safetensors.loads(members[WEIGHTS], what=f"{what}: {WEIGHTS}")
+        graph = Graph.from_json(manifest["graph"])
+        encodings = Encodings.from_json(manifest["encodings"]) if "encodings" in manifest else Encodings()
+        check_encodings(graph, stored, encodings)
         probes = None
         if PROBES in members:
             probes, _ = safetensors.loads(members[PROBES], what=f"{what}: {PROBES}")
@@ -154,8 +181,8 @@ class Bundle:
         return cls(
             observation_space=space_from_json(manifest["observation_space"]),
             action_space=space_from_json(manifest["action_space"]),
-            graph=Graph.from_json(manifest["graph"]),
-            tensors=tensors,
+            graph=graph,
+            tensors=decode_tensors(stored, encodings, widen_float16=False),
             env=EnvSpec.from_json(manifest["env"]),
             provenance=manifest.get("provenance", {}),
             source=manifest.get("source", {}),
@@ -163,6 +190,8 @@ class Bundle:
             probe_info=probe_info,
             verification=verification,
             fingerprint=fingerprint,
+            encodings=encodings,
+            encoded={name: stored[name] for name in encodings.tensors},
         )
 
     # ---- use ----------------------------------------------------------------------------
@@ -180,8 +209,14 @@ class Bundle:
                 can act outside its action space.
         """
         self.graph.validate({name: np.ndim(array) for name, array in self.tensors.items()})
+        self._check_encoded()
         self._check_observation_inputs()
         values = check_statically(self.graph, self.tensors, self.observation_space, self.action_space)
+        for name in self.encodings.values:
+            if values[name].dtype != np.float32:
+                raise BundleError(
+                    f"encoded value {name!r} is {values[name].dtype}; only float32 values can be fake-quantised"
+                )
         self._values = (id(self.graph), id(self.tensors), id(self.observation_space)), values
 
     def values(self) -> dict[str, Value]:
@@ -194,6 +229,22 @@ class Bundle:
         if self._values is None or self._values[0] != key:
             self._values = key, infer(self.graph, self.tensors, observation_values(self.observation_space))
         return self._values[1]
+
+    def _check_encoded(self) -> None:
+        """Encodings fit the stored tensors; each encoded tensor decodes exactly to its float form in ``tensors``."""
+        if set(self.encoded) != set(self.encodings.tensors):
+            raise BundleError(
+                f"the encoded tensors {sorted(self.encoded)} differ from those the encodings name "
+                f"{sorted(self.encodings.tensors)}; make the bundle with rlport.compress"
+            )
+        check_encodings(self.graph, self.stored_tensors(), self.encodings)
+        for name, enc in self.encodings.tensors.items():
+            decoded = dequantise(self.encoded[name], self.tensors[enc.scale], enc.axis)
+            if name not in self.tensors or not np.array_equal(self.tensors[name], decoded):
+                raise BundleError(
+                    f"tensor {name!r} differs from its int8 encoding (changed after it was quantised); "
+                    "quantise the bundle again with rlport.compress, or drop the encoding"
+                )
 
     def _check_observation_inputs(self) -> None:
         """One ``observation`` input per leaf of the observation space, keyed by its path."""
@@ -212,8 +263,8 @@ class Bundle:
         for node in self.graph.nodes():
             counts[node.op] = counts.get(node.op, 0) + 1
         graph_names = {name for node in self.graph.nodes() for name in node.params.values()}
-        return {
-            "format_version": f"{FORMAT_MAJOR}.{FORMAT_MINOR}",
+        summary = {
+            "format_version": "{}.{}".format(*self.format_version),
             "observation_space": self.observation_space.to_json(),
             "action_space": self.action_space.to_json(),
             "env": self.env.to_json(),
@@ -229,6 +280,12 @@ class Bundle:
             "probes": self.probe_info.to_json() if self.probe_info else None,
             "recurrent": bool(self.graph.inputs_with_role("state")),
         }
+        if self.encodings:
+            summary["encodings"] = {
+                "int8_tensors": len(self.encodings.tensors),
+                "int8_values": len(self.encodings.values),
+            }
+        return summary
 
 
 def _check_version(declared: Any, from_comment: tuple[int, int], what: str) -> None:

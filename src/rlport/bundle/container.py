@@ -33,7 +33,9 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_VERSION_DIGITS",
     "STALE_TEMP_AGE",
+    "READ_MINOR",
     "check_destination",
+    "container_bytes",
     "read_container",
     "read_regular_file",
     "remove_stale_temps",
@@ -46,6 +48,9 @@ __all__ = [
 
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
+"""The format version of a bundle without ``encodings`` (what rlport writes for one: byte for byte as before 1.1)."""
+READ_MINOR = 1
+"""The newest minor version this rlport reads and writes: 1.1 adds ``encodings`` (quantised tensors)."""
 MANIFEST = "manifest.json"
 MAX_MEMBERS = 64
 """Most members a bundle may hold (manifest included)."""
@@ -90,12 +95,22 @@ def _check_name(name: str) -> None:
         raise BundleError(f"member name {name!r} is not a safe relative path; the bundle is hostile or corrupt")
 
 
-def write_container(path: str | os.PathLike, manifest: bytes, members: dict[str, bytes]) -> None:
+def write_container(
+    path: str | os.PathLike, manifest: bytes, members: dict[str, bytes], version: tuple[int, int] = (1, 0)
+) -> None:
     """Write ``manifest.json`` then ``members`` (in the given order) to ``path`` atomically.
 
-    The archive comment carries the magic, the format version and the manifest digest. The
-    file appears at ``path`` only once complete: a crash leaves any previous file untouched.
+    The archive comment carries the magic, the format ``version`` (1.0, or 1.1 for a bundle with
+    ``encodings``) and the manifest digest. The file appears at ``path`` only once complete: a
+    crash leaves any previous file untouched.
     """
+    write_atomic(Path(path), container_bytes(manifest, members, version))
+
+
+def container_bytes(manifest: bytes, members: dict[str, bytes], version: tuple[int, int] = (1, 0)) -> bytes:
+    """The bytes :func:`write_container` writes (a bundle's file, in memory)."""
+    if version[0] != FORMAT_MAJOR or not 0 <= version[1] <= READ_MINOR:
+        raise BundleError(f"this rlport writes bundle formats {FORMAT_MAJOR}.0 to {FORMAT_MAJOR}.{READ_MINOR}")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, data in [(MANIFEST, manifest), *members.items()]:
@@ -105,8 +120,8 @@ def write_container(path: str | os.PathLike, manifest: bytes, members: dict[str,
             info.create_system = 3
             info.external_attr = 0o100644 << 16
             archive.writestr(info, data)
-        archive.comment = f"rlport-bundle {FORMAT_MAJOR}.{FORMAT_MINOR} sha256:{sha256(manifest)}".encode()
-    write_atomic(Path(path), buffer.getvalue())
+        archive.comment = f"rlport-bundle {version[0]}.{version[1]} sha256:{sha256(manifest)}".encode()
+    return buffer.getvalue()
 
 
 def read_regular_file(path: str | os.PathLike, what: str, limit: int) -> bytes:

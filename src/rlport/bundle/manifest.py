@@ -10,9 +10,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlport.errors import BundleError, short
+from rlport.errors import BundleError, FormatVersionError, short
 
-__all__ = ["WrapperSpec", "EnvSpec", "ProbeInfo", "canonical_json", "parse_json", "KNOWN_WRAPPERS", "MAX_FRAME_STACK"]
+__all__ = [
+    "WrapperSpec",
+    "EnvSpec",
+    "ProbeInfo",
+    "canonical_json",
+    "parse_json",
+    "check_fields_known",
+    "FIELDS_SINCE",
+    "KNOWN_WRAPPERS",
+    "MAX_FRAME_STACK",
+]
 
 KNOWN_WRAPPERS = ("time_limit", "time_feature", "frame_stack")
 MAX_FRAME_STACK = 64
@@ -166,3 +176,38 @@ class ProbeInfo:
                 f"'probes' must be {{count: int >= 0, sequential: bool, source: str}}, found {short(data)}"
             )
         return cls(data["count"], data["sequential"], data["source"])
+
+
+FIELDS_SINCE: dict[str, tuple[int, int]] = {"encodings": (1, 1)}
+"""Top-level manifest fields added after 1.0, with the format version that added them."""
+_FIELD_MEANING = {"encodings": "quantised tensor encodings"}
+
+
+def check_fields_known(manifest: dict, declared: tuple[int, int], reader: tuple[int, int], what: str) -> None:
+    """Refuse a field newer than the bundle's declared version, or newer than the ``reader``'s version.
+
+    Args:
+        manifest: the parsed manifest.
+        declared: the version the bundle declares (``format_version``, equal to the archive comment's).
+        reader: the newest version the reading rlport knows (``(1, 1)`` here; ``(1, 0)`` is how a 1.0
+            reader behaves).
+        what: how messages name the bundle.
+
+    Raises:
+        FormatVersionError: the field needs a newer reader (a 1.0 reader given ``encodings``).
+        BundleError: the bundle declares a version older than a field it holds (corrupt).
+    """
+    for name, since in FIELDS_SINCE.items():
+        if name not in manifest:
+            continue
+        needed = f"{since[0]}.{since[1]}"
+        if reader < since:
+            raise FormatVersionError(
+                f"{what}: uses {_FIELD_MEANING[name]} (format {needed}); this rlport reads format "
+                f"{reader[0]}.{reader[1]}: upgrade rlport (pip install -U rlport)"
+            )
+        if declared < since:
+            raise BundleError(
+                f"{what}: declares format {declared[0]}.{declared[1]} but holds {name!r}, a field of format "
+                f"{needed}; the bundle is corrupt"
+            )

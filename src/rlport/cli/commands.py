@@ -6,6 +6,7 @@ Each calls one public function of rlport and prints its result (see ``output.py`
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -416,18 +417,39 @@ def _refuse_special_file(path: Path) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``rlport export``: write a bundle as ONNX, as an SB3 .zip or as an RL Zoo run folder."""
+    """``rlport export``: write a bundle as ONNX, as an SB3 .zip, as an RL Zoo run folder or as C99 source."""
     from rlport.backends.registry import export_format, load_object
     from rlport.bundle.bundle import Bundle
 
     writer = export_format(args.format).writer  # an unknown format: UnsupportedError naming the known ones
     if args.format in ("sb3", "zoo"):  # options of their own (critic, VecNormalize, the run folder's files)
         return _export_sb3(args)
+    if args.format == "c":  # a folder of three files
+        return _export_c(args)
     path = load_object(writer)(Bundle.load(args.bundle), args.output, opset=args.opset)
     result = {"output": str(path), "format": args.format, "opset": args.opset, "size_bytes": Path(path).stat().st_size}
     size = f"{result['size_bytes'] / 1024:.1f} KiB"
     text = f"exported {args.bundle} to {path} (ONNX opset {args.opset}, {size}): raw observation in, final action out"
     emit(result, args.json, lambda r: text)
+    return EXIT_OK
+
+
+def _export_c(args: argparse.Namespace) -> int:
+    """``--format c`` (``export_c``): the folder of C99 source, its files and their size."""
+    from rlport.backends.c.export import FILES, export_c
+    from rlport.bundle.bundle import Bundle
+
+    folder = export_c(Bundle.load(args.bundle), args.output)
+    files = [folder / name for name in FILES]
+    result = {
+        "output": str(folder),
+        "format": "c",
+        "files": [str(f) for f in files],
+        "size_bytes": sum(f.stat().st_size for f in files),
+    }
+    emit(result, args.json, lambda r: (
+        f"exported {args.bundle} as C99 to {folder}{os.sep} ({', '.join(FILES)}; {r['size_bytes'] / 1024:.1f} KiB): "
+        f"raw observation in, final action out; see {folder / 'README.md'}"))  # fmt: skip
     return EXIT_OK
 
 

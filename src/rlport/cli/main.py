@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fingerprint)
 
     p = sub.add_parser(
-        "export", help="export a bundle to another format (ONNX, an SB3 .zip today's SB3 loads, an RL Zoo run folder)"
+        "export", help="export a bundle to another format (ONNX, an SB3 .zip, an RL Zoo run folder, C99 source)"
     )
     p.add_argument("bundle")
     p.add_argument(
@@ -184,9 +184,15 @@ def _parser() -> argparse.ArgumentParser:
         default="onnx",
         choices=export_format_names(),
         help="onnx: one .onnx file; sb3: a .zip for ALGO.load (+ its VecNormalize statistics); "
-        "zoo: an RL Zoo run folder (ENV.zip, ENV/config.yml, ENV/args.yml, ENV/vecnormalize.pkl) for rl_zoo3.enjoy",
+        "zoo: an RL Zoo run folder (ENV.zip, ENV/config.yml, ENV/args.yml, ENV/vecnormalize.pkl) for rl_zoo3.enjoy; "
+        "c: C99 source (rlport_policy.h, rlport_policy.c, README.md) for microcontrollers and C programs",
     )
-    p.add_argument("-o", "--output", required=True, help="the file to write (zoo: the run folder, e.g. logs/a2c/ENV_1)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the file to write (zoo: the run folder, e.g. logs/a2c/ENV_1; c: a folder)",
+    )
     p.add_argument("--opset", type=types.count(1, types.MAX_OPSET), default=17, help="onnx: the opset (17 or later)")
     p.add_argument(
         "--vecnormalize",

@@ -196,9 +196,9 @@ def _check_settings(steps: Any, seed: Any, episodes: Any) -> None:
 
 
 def _compressor() -> Any:
-    """``rlport.compress.compress`` (int8 weights), or a clear refusal where that feature is not there yet."""
+    """``rlport.compression.compress`` (int8 weights), or a clear refusal where that feature is not there yet."""
     try:
-        from rlport.compress import compress
+        from rlport.compression import compress
     except ImportError:
         raise UnsupportedError(
             "int8 students need rlport.compress, which this rlport does not have yet; distil without int8 "

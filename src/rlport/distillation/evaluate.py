@@ -42,7 +42,7 @@ def weights(bundle: Bundle) -> dict[str, int]:
     """Parameters and stored bytes of the tensors the graph uses (normalisation and bounds included)."""
     names = {name for node in bundle.graph.nodes() for name in node.params.values()}
     try:
-        from rlport.compress import weight_bytes  # as stored: int8 tensors with their scales
+        from rlport.compression import weight_bytes  # as stored: int8 tensors with their scales
     except ImportError:  # an rlport without compression: every tensor is stored as it is held
         stored = int(sum(bundle.tensors[n].nbytes for n in names))
     else:

@@ -53,7 +53,7 @@ _I64 = np.dtype(np.int64)
 _INF = math.inf
 _BOUNDED: dict[str, tuple[float, float]] = {
     "tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0), "hardsigmoid": (0.0, 1.0), "softsign": (-1.0, 1.0),
-    "softmax": (0.0, 1.0), "relu": (0.0, _INF), "relu6": (0.0, 6.0), "softplus": (0.0, _INF),
+    "softmax": (0.0, 1.0), "relu": (0.0, _INF), "relu6": (0.0, 6.0), "softplus": (0.0, _INF), "exp": (0.0, _INF),
 }  # fmt: skip
 """Activations whose result lies in a fixed interval whatever their input."""
 
@@ -316,6 +316,87 @@ def _clip(xs, p, a, what) -> list[Value]:
     return [x.with_range(np.minimum(np.maximum(x.low, low), high), np.minimum(np.maximum(x.high, low), high))]
 
 
+def _operand(xs, p, what) -> Value:
+    """The second operand of a binary op: its second input, or its ``other`` parameter (exactly one)."""
+    if (len(xs) > 1) == ("other" in p):
+        _fail(f"{what}: takes its second operand as a second input or as the parameter 'other', exactly one of them")
+    if len(xs) > 1:
+        x, y = xs
+        if len(y.shape) != len(x.shape) or y.shape[:1] != (None,):
+            _fail(f"{what}: operands of shapes {x.shape} and {y.shape} need the same rank, batch axis first")
+        return y
+    other = p["other"]
+    if other.ndim >= len(xs[0].shape):
+        _fail(f"{what}: parameter 'other' of shape {other.shape} has more axes than a row of {xs[0].shape}")
+    return Value.of((None, *other.shape), other.dtype, other, other)
+
+
+def _interval(op: str, x: Value, y: Value) -> tuple[np.ndarray, np.ndarray]:
+    """Element bounds of ``x OP y`` from the operands' bounds (unbounded where they give nothing finite)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if op == "add":
+            return x.low + y.low, x.high + y.high
+        if op == "sub":
+            return x.low - y.high, x.high - y.low
+        if op == "mul":
+            corners = np.stack(np.broadcast_arrays(x.low * y.low, x.low * y.high, x.high * y.low, x.high * y.high))
+            low, high = corners.min(axis=0), corners.max(axis=0)
+            unknown = np.isnan(corners).any(axis=0)
+            return np.where(unknown, -_INF, low), np.where(unknown, _INF, high)
+    return np.asarray(-_INF), np.asarray(_INF)
+
+
+def _binary(xs, p, a, what, op: str) -> list[Value]:
+    x = xs[0]
+    row = _batch_first(x, what)
+    y = _operand(xs, p, what)
+    if x.dtype.kind != "f" or y.dtype.kind != "f":
+        _fail(f"{what}: takes float operands, found {x.dtype} and {y.dtype}; add a `cast` node before it")
+    try:
+        shape = np.broadcast_shapes(row, y.row if len(xs) > 1 else tuple(p["other"].shape))
+    except ValueError:
+        _fail(f"{what}: operands of shapes {x.shape} and {y.shape} do not broadcast")
+    if len(xs) == 1 and tuple(shape) != row:
+        _fail(f"{what}: parameter 'other' of shape {p['other'].shape} would grow a row of {x.shape}")
+    low, high = _interval(op, x, y)
+    return [Value.of((None, *shape), np.result_type(x.dtype, y.dtype), low, high)]
+
+
+def _pool2d(xs, p, a, what, op: str) -> list[Value]:
+    x = xs[0]
+    c, h, w = _batch_first(x, what, rank=4)
+    (kh, kw), (sh, sw) = _pair(a, "kernel", what, 1), _pair(a, "stride", what, 1)
+    ph, pw = _pair(a, "padding", what, 0)
+    dh, dw = _pair(a, "dilation", what, 1) if op == "max_pool2d" else (1, 1)
+    if 2 * ph > dh * (kh - 1) + 1 or 2 * pw > dw * (kw - 1) + 1:
+        _fail(f"{what}: padding ({ph}, {pw}) must be at most half of the kernel ({kh}, {kw}) (torch's rule)")
+    ho, wo = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1:
+        _fail(f"{what}: a {kh}x{kw} window does not fit inputs of {h}x{w} (padding {ph}, {pw})")
+    if x.dtype.kind != "f":
+        _fail(f"{what}: takes a float input, found {x.dtype}; add a `cast` node before it")
+    low, high = float(np.min(x.low)), float(np.max(x.high))
+    if op == "avg_pool2d" and (ph or pw) and a["count_include_pad"]:
+        low, high = min(low, 0.0), max(high, 0.0)  # the zero padding counts
+    return [Value.of((None, c, ho, wo), x.dtype, low, high)]
+
+
+def _slice(xs, p, a, what) -> list[Value]:
+    x = xs[0]
+    row = _batch_first(x, what)
+    axis = _count(a, "axis", what, -len(x.shape), len(row))
+    axis = axis + len(x.shape) if axis < 0 else axis
+    if axis == 0:
+        _fail(f"{what}: attribute 'axis' must not be the batch axis (0)")
+    start, end = _count(a, "start", what, -(1 << 62), 1 << 62), _count(a, "end", what, -(1 << 62), 1 << 62)
+    step = _count(a, "step", what, 1, MAX_VALUE_ELEMENTS)
+    size = len(range(row[axis - 1])[start:end:step])
+    if size < 1:
+        _fail(f"{what}: start {start}, end {end}, step {step} select nothing of an axis of {row[axis - 1]}")
+    shape = x.shape[:axis] + (size,) + x.shape[axis + 1 :]
+    return [Value.of(shape, x.dtype, np.min(x.low), np.max(x.high), x.integral)]
+
+
 def _lstm(xs, p, a, what) -> list[Value]:
     x, h, c = xs[:3]
     (features,) = _batch_first(x, what, rank=2)
@@ -420,7 +501,7 @@ def _clip_to_bounds(xs, p, a, what) -> list[Value]:
 
 _ACTIVATION_NAMES = (
     "identity relu relu6 leaky_relu elu celu selu gelu silu mish sigmoid logsigmoid hardsigmoid hardswish hardtanh "
-    "tanh tanhshrink softplus softsign softmax log_softmax hardshrink softshrink threshold rrelu prelu"
+    "tanh tanhshrink softplus softsign softmax log_softmax hardshrink softshrink threshold rrelu prelu exp"
 ).split()
 
 RULES: dict[str, Rule] = {
@@ -439,6 +520,9 @@ RULES: dict[str, Rule] = {
     "reshape": _reshape,
     "mean": _mean,
     "clip": _clip,
+    **{name: (lambda xs, p, a, what, _op=name: _binary(xs, p, a, what, _op)) for name in ("add", "sub", "mul", "div")},
+    **{name: (lambda xs, p, a, what, _op=name: _pool2d(xs, p, a, what, _op)) for name in ("max_pool2d", "avg_pool2d")},
+    "slice": _slice,
     "lstm": _lstm,
     "categorical": _categorical,
     "multi_categorical": _multi_categorical,

@@ -163,6 +163,11 @@ class TensorEncoding:
     scale: str
     axis: int
 
+    def __post_init__(self) -> None:
+        _scheme(self.scheme, "a tensor encoding")
+        _require(isinstance(self.scale, str) and self.scale != "", "a tensor encoding's 'scale' must name a tensor")
+        _require(_is_int(self.axis) and self.axis >= 0, "a tensor encoding's 'axis' must be an integer >= 0")
+
     def to_json(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "scale": self.scale, "axis": self.axis}
 
@@ -185,6 +190,13 @@ class ValueEncoding:
 
     scheme: str
     scale: float
+
+    def __post_init__(self) -> None:
+        _scheme(self.scheme, "a value encoding")
+        _require(
+            isinstance(self.scale, (int, float)) and not isinstance(self.scale, bool) and _positive_f32(self.scale),
+            f"a value encoding's scale must be a number > 0 that float32 holds, found {short(self.scale)}",
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"scheme": self.scheme, "scale": self.scale}
@@ -309,11 +321,14 @@ def dequantise(stored: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
     return stored.astype(np.float32) * scale.astype(np.float32).reshape(shape)
 
 
-def decode_tensors(stored: Mapping[str, np.ndarray], encodings: Encodings | None = None) -> dict[str, np.ndarray]:
+def decode_tensors(
+    stored: Mapping[str, np.ndarray], encodings: Encodings | None = None, widen_float16: bool = True
+) -> dict[str, np.ndarray]:
     """Stored tensors as the ops take them: the one place that turns stored tensors into float.
 
-    Encoded tensors are dequantised (:func:`dequantise`); the rest go through :func:`widen`. Scale
-    tensors stay (no node names them). Call :func:`check_encodings` first.
+    Encoded tensors are dequantised (:func:`dequantise`); the rest go through :func:`widen` (unless
+    ``widen_float16`` is false: ``Bundle.load`` keeps float16 tensors as stored, and each backend widens
+    them with :func:`widen`). Scale tensors stay (no node names them). Call :func:`check_encodings` first.
 
     Example:
         >>> enc = Encodings({"w": TensorEncoding("int8_symmetric", "s", 0)})
@@ -321,7 +336,7 @@ def decode_tensors(stored: Mapping[str, np.ndarray], encodings: Encodings | None
         >>> decode_tensors({"w": w, "s": np.array([0.5], np.float32)}, enc)["w"].tolist()
         [[63.5, -32.0]]
     """
-    tensors = {name: widen(array) for name, array in stored.items()}
+    tensors = {name: widen(array) if widen_float16 else array for name, array in stored.items()}
     for name, enc in (encodings.tensors if encodings else {}).items():
         tensors[name] = dequantise(stored[name], stored[enc.scale], enc.axis)
     return tensors
@@ -359,5 +374,6 @@ def fake_quantise(x: np.ndarray, scale: float) -> np.ndarray:
         True
     """
     s = np.float32(scale)
-    q = np.clip(np.round(np.asarray(x, np.float32) / s), INT8_MIN, INT8_MAX)
+    with np.errstate(over="ignore"):  # beyond float32 / s: saturates, as QuantizeLinear does
+        q = np.clip(np.round(np.asarray(x, np.float32) / s), INT8_MIN, INT8_MAX)
     return (q * s).astype(np.float32)

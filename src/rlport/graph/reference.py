@@ -317,8 +317,63 @@ def _greedy(q, *, epsilon, n, ctx):
 
 # ---- registry ----------------------------------------------------------------------------
 
+# ---- element-wise arithmetic, pooling, slices -----------------------------------------------
+
+
+def _exp(x):
+    with np.errstate(over="ignore"):  # inf, as torch and onnxruntime give
+        return np.exp(x)
+
+
+def _binary(ufunc: Callable[..., Any]) -> Callable[..., Any]:
+    """``x OP other``: ``other`` the second input, else the ``other`` parameter; IEEE results (inf, nan) as torch."""
+
+    def apply(x, y=None, *, other=None):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return ufunc(x, other if y is None else y)
+
+    return apply
+
+
+def _pool_windows(x, kernel, stride, padding, dilation, fill):
+    """(B, C, Ho, Wo, kh, kw) windows of ``x`` padded with ``fill`` (views, nothing copied but the padding)."""
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    (kh, kw), (dh, dw) = kernel, dilation
+    win = sliding_window_view(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    return win[:, :, :: stride[0], :: stride[1], ::dh, ::dw]
+
+
+def _max_pool2d(x, *, kernel, stride, padding, dilation):
+    return _pool_windows(x, kernel, stride, padding, dilation, -np.inf).max(axis=(4, 5))
+
+
+def _avg_pool2d(x, *, kernel, stride, padding, count_include_pad):
+    (kh, kw), (ph, pw) = kernel, padding
+    total = _pool_windows(x, kernel, stride, padding, (1, 1), 0).sum(axis=(4, 5))
+    if count_include_pad or not (ph or pw):
+        return (total / (kh * kw)).astype(x.dtype)
+    ones = np.pad(np.ones(x.shape[2:], x.dtype), ((ph, ph), (pw, pw)))
+    counts = sliding_window_view(ones, (kh, kw))[:: stride[0], :: stride[1]].sum(axis=(2, 3))
+    return (total / counts).astype(x.dtype)
+
+
+def _slice(x, *, axis, start, end, step):
+    index = (slice(None),) * (axis % x.ndim) + (slice(start, end, step),)
+    return np.ascontiguousarray(x[index])
+
+
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     **ACTIVATIONS,
+    "exp": _exp,
+    "add": _binary(np.add),
+    "sub": _binary(np.subtract),
+    "mul": _binary(np.multiply),
+    "div": _binary(np.true_divide),
+    "max_pool2d": _max_pool2d,
+    "avg_pool2d": _avg_pool2d,
+    "slice": _slice,
     "cast": lambda x, dtype: x.astype(dtype, copy=False),
     "normalize": _normalize,
     "divide": _divide,

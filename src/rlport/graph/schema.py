@@ -173,6 +173,7 @@ _ACTIVATIONS = [
     ),
     _unary("rrelu", lower=1.0 / 8.0, upper=1.0 / 3.0),
     OpSchema("prelu", params={"weight": 1}),
+    _unary("exp"),
 ]
 
 _PREPROCESS = [
@@ -189,6 +190,17 @@ _PREPROCESS = [
     OpSchema("flatten", output_dtype=_SAME_OUT),
     OpSchema("concat", inputs=(1, 64), output_dtype="the inputs' dtypes promoted (numpy `result_type`)"),
 ]
+
+_BINARY_OUT = "`result_type(x, other)` (both float)"
+
+
+def _binary(name: str) -> OpSchema:
+    """Element-wise ``x OP other``: ``other`` a second input or the ``other`` parameter (exactly one of them)."""
+    return OpSchema(name, inputs=(1, 2), params={"other": None}, optional_params=frozenset({"other"}),
+                    output_dtype=_BINARY_OUT)  # fmt: skip
+
+
+_POOL_PAIRS = {"kernel": "integer pair", "stride": "integer pair", "padding": "integer pair"}
 
 _NETWORK = [
     OpSchema(
@@ -217,6 +229,28 @@ _NETWORK = [
         params={"weight": None, "bias": None},
         optional_params=frozenset({"weight", "bias"}),
         attrs={"epsilon": 1e-5, "axes": 1},
+    ),
+    _binary("add"),
+    _binary("sub"),
+    _binary("mul"),
+    _binary("div"),
+    OpSchema(
+        "max_pool2d",
+        attrs={"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "dilation": [1, 1]},
+        attr_types={**_POOL_PAIRS, "dilation": "integer pair"},
+        output_dtype=_SAME_OUT,
+    ),
+    OpSchema(
+        "avg_pool2d",
+        attrs={"kernel": REQUIRED, "stride": REQUIRED, "padding": [0, 0], "count_include_pad": True},
+        attr_types=dict(_POOL_PAIRS),
+        output_dtype=_SAME_OUT,
+    ),
+    OpSchema(
+        "slice",
+        attrs={"axis": REQUIRED, "start": REQUIRED, "end": REQUIRED, "step": 1},
+        attr_types={"axis": "integer", "start": "integer", "end": "integer"},
+        output_dtype=_SAME_OUT,
     ),
     OpSchema("reshape", attrs={"shape": REQUIRED}, attr_types={"shape": "integer list"}, output_dtype=_SAME_OUT),
     OpSchema(

@@ -6,6 +6,10 @@ dummy batch to learn the dtype of every value, and each op is emitted so that it
 dtype. Stochastic ops take their mode (argmax, the Gaussian's mean), so branches that only feed
 sampling (a log-std head) are left out. The batch dimension is dynamic.
 
+A quantised bundle (format 1.1 ``encodings``) keeps its int8 weights: each is an int8 initializer
+read through ``DequantizeLinear`` with its per-channel scales, and a value the bundle fake-quantises
+is read by its ``linear``/``conv2d`` nodes through ``QuantizeLinear`` -> ``DequantizeLinear`` (QDQ).
+
 This module traces the graph, drives the emission and names the model's inputs, outputs and
 metadata; the per-op emitters and their registry live in :mod:`rlport.backends.onnx.ops`, and
 the builder they write into in :mod:`rlport.backends.onnx.builder`.
@@ -31,7 +35,7 @@ from rlport.backends.onnx.ops import EMITTERS
 from rlport.bundle.container import write_atomic
 from rlport.bundle.spaces import dummy_observation
 from rlport.errors import GraphError, RlportError, UnsupportedError
-from rlport.graph.passes import live_nodes
+from rlport.graph.passes import QUANTISED_READERS, live_nodes, widen
 from rlport.graph.reference import bind
 from rlport.graph.schema import op_schema
 
@@ -50,8 +54,7 @@ _BATCH = "batch"
 # ---- the graph ---------------------------------------------------------------------------
 
 
-def _widen(array: np.ndarray) -> np.ndarray:
-    return array.astype(np.float32) if array.dtype == np.float16 else array
+_widen = widen  # stored tensors are decoded by graph/passes.py alone (int8 ones by Bundle.load)
 
 
 def _leaf(observation: Any, key: tuple[str, ...] | None) -> Any:
@@ -173,12 +176,61 @@ def _emit(b: Builder, bundle: Bundle, trace: dict[str, np.ndarray], live: list) 
             )
         params = {role: (_widen(bundle.tensors[name]), name) for role, name in node.params.items()}
         try:
+            if node.op in QUANTISED_READERS:
+                _int8_weight(b, bundle, node, trace)
+                node_alias = _qdq_inputs(b, bundle, node, alias)
+                _emit_node(b, node, emitter, params, trace, node_alias)
+                alias.update({name: node_alias[name] for name in node.outputs})
+                continue
             _emit_node(b, node, emitter, params, trace, alias)
         except UnsupportedError as exc:
             raise UnsupportedError(f"{_where(node)}: {exc}") from exc
         except _NODE_ERRORS as exc:
             raise _node_error(node, exc, "cannot be written to ONNX") from exc
     return alias
+
+
+def _int8_weight(b: Builder, bundle: Bundle, node: Any, trace: dict[str, np.ndarray]) -> None:
+    """An int8-encoded ``linear``/``conv2d`` weight as ``DequantizeLinear`` of its int8 initializer and scales.
+
+    The dequantised weight is registered as the float32 parameter the emitter asks for (``linear``:
+    transposed, so the int8 initializer is stored ``(in, out)`` with the scales along axis 1).
+    Another dtype of the input (float64) keeps the decoded float weight.
+    """
+    name = node.params.get("weight")
+    encoding = bundle.encodings.tensors.get(name)
+    if encoding is None or trace[node.inputs[0]].dtype != np.float32:
+        return
+    key = (name, np.dtype(np.float32).str, None)
+    if key in b._params:  # noqa: SLF001 - one DequantizeLinear per weight, shared like every parameter
+        return
+    values, scale = bundle.encoded[name], bundle.tensors[encoding.scale].astype(np.float32)
+    axis = encoding.axis
+    if node.op == "linear":
+        values, axis = np.ascontiguousarray(values.T), 1 - axis
+    inputs = [
+        b.const(values, np.int8, hint=name),
+        b.const(scale, hint=encoding.scale),
+        b.const(np.zeros(scale.shape, np.int8), hint=f"{name}.zero_point"),
+    ]
+    b._params[key] = b.op("DequantizeLinear", inputs, np.float32, axis=axis)  # noqa: SLF001
+
+
+def _qdq_inputs(b: Builder, bundle: Bundle, node: Any, alias: dict[str, str]) -> dict[str, str]:
+    """``alias`` with the node's fake-quantised inputs read through QuantizeLinear -> DequantizeLinear."""
+    values = bundle.encodings.values
+    if not any(name in values for name in node.inputs):
+        return alias
+    node_alias = dict(alias)
+    for name in node.inputs:
+        if name in values:
+            scale = b.const(np.float32(values[name].scale), hint=f"{name}.scale")
+            zero = b.const(np.int8(0), hint=f"{name}.zero_point")
+            q = b.op("QuantizeLinear", [b.cast(alias[name], np.float32), scale, zero], np.int8)
+            node_alias[name] = b.op("DequantizeLinear", [q, scale, zero], np.float32)
+            if alias[name] in b.ranks:
+                b.ranks[node_alias[name]] = b.ranks[alias[name]]
+    return node_alias
 
 
 def _emit_node(b: Builder, node: Any, emitter: Any, params: dict, trace: dict[str, np.ndarray], alias: dict) -> None:

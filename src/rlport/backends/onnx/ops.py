@@ -269,12 +269,43 @@ def _clip_to_bounds(b: Builder, x: list[str], p: dict, a: dict) -> str:
     return b.op("Min", [above, b.param(high_name, high, dtype)])
 
 
+def _binary(op_type: str):
+    """``x OP other`` (``other`` the second input or the parameter), both cast to numpy's result dtype first."""
+
+    def emit(b: Builder, x: list[str], p: dict, a: dict) -> str:
+        other = b.types[x[1]] if len(x) > 1 else p["other"][0].dtype
+        dtype = np.result_type(b.types[x[0]], other)
+        right = b.cast(x[1], dtype) if len(x) > 1 else b.param(p["other"][1], p["other"][0], dtype)
+        return b.op(op_type, [b.cast(x[0], dtype), right])
+
+    return emit
+
+
+def _pool(b: Builder, op_type: str, x: str, a: dict, **attrs: Any) -> str:
+    ph, pw = a["padding"]
+    return b.op(op_type, [x], kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=[ph, pw, ph, pw],
+                **attrs)  # fmt: skip
+
+
+def _slice(b: Builder, x: list[str], p: dict, a: dict) -> str:
+    bounds = [b.const([int(a[k])], I64) for k in ("start", "end", "axis", "step")]
+    return b.op("Slice", [x[0], *bounds])
+
+
 def _argmax(b: Builder, x: str) -> str:
     return b.op("ArgMax", [x], I64, axis=-1, keepdims=0)
 
 
 EMITTERS = {
     **ACTIVATIONS,
+    "exp": lambda b, x, p, a: b.op("Exp", x[:1]),
+    "add": _binary("Add"),
+    "sub": _binary("Sub"),
+    "mul": _binary("Mul"),
+    "div": _binary("Div"),
+    "max_pool2d": lambda b, x, p, a: _pool(b, "MaxPool", x[0], a, dilations=list(a["dilation"])),
+    "avg_pool2d": lambda b, x, p, a: _pool(b, "AveragePool", x[0], a, count_include_pad=int(a["count_include_pad"])),
+    "slice": _slice,
     "cast": lambda b, x, p, a: b.cast(x[0], a["dtype"]),
     "normalize": _normalize,
     "divide": lambda b, x, p, a: b.op("Div", [b.cast(x[0], F32), b.const(a["divisor"], F32)]),

@@ -47,6 +47,9 @@ def _session(ort: Any, model: Any) -> Any:
     """An onnxruntime CPU session for ``model``, quiet below errors; a :class:`GraphError` if it refuses it."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # run the graph as written: onnxruntime's QDQ fusions (int8 weights into MatMulNBits, whose default accuracy
+    # level quantises activations per block) would compute otherwise than every other backend
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except _ort_errors(ort) as exc:
@@ -120,7 +123,8 @@ class OnnxPolicy(GraphPredictor):
         tail, head_outputs = sampling_split(graph)
         ort = require("onnxruntime", "onnx", "the onnx backend")
         head = _session(ort, onnx_model(self.bundle, outputs=head_outputs)) if head_outputs else None
-        steps = [(bind_node(node, self.bundle.tensors, self._ctx), node) for node in tail]
+        quantised = self.bundle.encodings.values
+        steps = [(bind_node(node, self.bundle.tensors, self._ctx, quantised), node) for node in tail]
         results = [graph.output, *(i.output for i in graph.inputs_with_role("state"))]
 
         def sample(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -48,7 +48,7 @@ from torch import nn
 
 from rlport.backends.torch.ops import IMPLEMENTATIONS, RENAMED_PARAMS, torch_dtype
 from rlport.errors import GraphError, RlportError, UnsupportedError
-from rlport.graph.passes import graph_results, live_nodes
+from rlport.graph.passes import INT8_MAX, INT8_MIN, QUANTISED_READERS, graph_results, live_nodes, widen
 from rlport.graph.schema import op_schema
 
 __all__ = ["GraphModule", "forward_parameter_names"]
@@ -117,6 +117,7 @@ class GraphModule(nn.Module):
         tensors: the bundle's tensors by name.
         device: where the tensors and the random generator live.
         seed: seed of the generator used when acting stochastically.
+        quantised: the bundle's ``encodings.values``: values a ``linear`` or ``conv2d`` reads fake-quantised.
 
     Attributes:
         policy_graph: the graph it runs.
@@ -136,7 +137,12 @@ class GraphModule(nn.Module):
         return super().__new__(cls)
 
     def __init__(
-        self, graph, tensors: Mapping[str, np.ndarray], device: str | torch.device = "cpu", seed: int | None = None
+        self,
+        graph,
+        tensors: Mapping[str, np.ndarray],
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        quantised: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.policy_graph = graph
@@ -157,6 +163,7 @@ class GraphModule(nn.Module):
                 torch_dtype(attrs["dtype"])  # any other dtype name is refused here, by name
             self._steps.append((IMPLEMENTATIONS[node.op], params, attrs, op_schema(node.op).stochastic))
         self.tensor_names = {value: key for key, value in attribute.items()}
+        self._fake = _fake_quantised_inputs(graph, quantised or {})
         self._plans = {
             mode: [(step.index, step.node, step.passthrough) for step in live_nodes(graph, mode)]
             for mode in (True, False)
@@ -174,7 +181,7 @@ class GraphModule(nn.Module):
             attr = "t_" + attr
         while attr in used or hasattr(self, attr):
             attr += "_"
-        tensor = torch.from_numpy(np.array(array, copy=True))
+        tensor = torch.from_numpy(np.array(widen(array), copy=True))  # float16 widened by graph/passes.py
         if tensor.dtype in (torch.float16, torch.bfloat16):
             tensor = tensor.to(_F32)
         if tensor.dtype == _F32:
@@ -244,6 +251,8 @@ class GraphModule(nn.Module):
 
     def _run(self, index: int, node, args: list, ctx: SimpleNamespace) -> Any:
         fn, params, attrs, stochastic = self._steps[index]
+        if index in self._fake:
+            args = [x if s is None else _fake_quantise(x, s) for x, s in zip(args, self._fake[index], strict=True)]
         kwargs = {role: getattr(self, attr) for role, attr in params.items()}
         if stochastic:
             kwargs["ctx"] = ctx
@@ -265,3 +274,18 @@ class GraphModule(nn.Module):
             generator = torch.Generator(device=device).manual_seed(seed)
             for ctx in self._ctxs.values():
                 ctx.generator = generator
+
+
+def _fake_quantised_inputs(graph, quantised: Mapping[str, Any]) -> dict[int, list[float | None]]:
+    """Node index -> the scale of each input it reads fake-quantised (None: as it is), for linear/conv2d nodes."""
+    found = {}
+    for index, node in enumerate(graph.nodes()):
+        scales = [quantised[name].scale if name in quantised else None for name in node.inputs]
+        if node.op in QUANTISED_READERS and any(s is not None for s in scales):
+            found[index] = scales
+    return found
+
+
+def _fake_quantise(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``clip(round_half_even(x / scale), -128, 127) * scale``: as graph/passes.py's ``fake_quantise``."""
+    return torch.clamp(torch.round(x / scale), INT8_MIN, INT8_MAX) * scale

@@ -300,8 +300,34 @@ def _greedy(q, *, epsilon, n, ctx):
 
 # ---- registry ----------------------------------------------------------------------------
 
+# ---- element-wise arithmetic, pooling, slices -----------------------------------------------
+
+
+def _binary(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``x OP other``: ``other`` the second input, else the ``other`` parameter (the numpy reference's ``_binary``)."""
+    return lambda x, y=None, *, other=None: fn(x, other if y is None else y)
+
+
+def _avg_pool2d(x, *, kernel, stride, padding, count_include_pad):
+    return F.avg_pool2d(x, tuple(kernel), tuple(stride), tuple(padding), count_include_pad=bool(count_include_pad))
+
+
+def _slice(x, *, axis, start, end, step):
+    return x[(slice(None),) * (axis % x.ndim) + (slice(start, end, step),)]
+
+
 IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     **ACTIVATIONS,
+    "exp": torch.exp,
+    "add": _binary(torch.add),
+    "sub": _binary(torch.sub),
+    "mul": _binary(torch.mul),
+    "div": _binary(torch.true_divide),
+    "max_pool2d": lambda x, kernel, stride, padding, dilation: F.max_pool2d(
+        x, tuple(kernel), tuple(stride), tuple(padding), tuple(dilation)
+    ),
+    "avg_pool2d": _avg_pool2d,
+    "slice": _slice,
     "cast": lambda x, dtype: x.to(torch_dtype(dtype)),
     "normalize": _normalize,
     "divide": lambda x, divisor: x.to(_F32) / torch.tensor(divisor, dtype=_F32, device=x.device),

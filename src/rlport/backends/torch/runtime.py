@@ -68,13 +68,29 @@ class TorchPolicy(GraphPredictor):
         self.action_space = bundle.action_space
         self.device = _device(torch, device)
         graph = bundle.graph
-        self.module = GraphModule(graph, bundle.tensors, device=self.device, seed=seed).eval()
+        quantised = bundle.encodings.values  # values a linear/conv2d reads fake-quantised (format 1.1)
+        self.module = GraphModule(graph, bundle.tensors, device=self.device, seed=seed, quantised=quantised).eval()
         self._bind_inputs(graph)
         self._dry_run()
 
     def seed(self, seed: int | None) -> None:
         """Reseed the generator used for ``deterministic=False``."""
         self.module.seed(seed)
+
+    def trainable(self) -> Any:
+        """The bundle's policy as a trainable module (fresh weights' copy, on this policy's device).
+
+        Gives ``distribution(obs)``, ``evaluate_actions(obs, actions)`` with gradients into the
+        weights, and ``to_bundle()`` to write the fine-tuned weights back: see
+        :class:`~rlport.backends.torch.trainable.TrainablePolicy`.
+
+        Example:
+            >>> policy = rlport.load("ppo-cartpole.rlp", backend="torch").trainable()   # doctest: +SKIP
+            >>> log_prob, entropy, _ = policy.evaluate_actions(obs, actions)            # doctest: +SKIP
+        """
+        from rlport.backends.torch.trainable import TrainablePolicy
+
+        return TrainablePolicy(self.bundle, device=self.device)
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Inputs for :attr:`module` in graph order, a batch of ``batch`` rows, for tracing and export tools.

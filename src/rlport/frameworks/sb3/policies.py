@@ -13,16 +13,103 @@ from typing import Any
 import numpy as np
 
 from rlport.errors import UnsupportedError
-from rlport.frameworks.torch.modules import emit_module
+from rlport.frameworks.torch.modules import SUPPORTED_LAYERS, emit_module
 from rlport.graph.builder import GraphBuilder, to_numpy
 
-__all__ = ["build_graph"]
+__all__ = ["build_graph", "PolicyBuilder"]
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's clamp of the SAC-family actor's log_std
 
 
 def _cls(obj: Any) -> str:
     return type(obj).__name__
+
+
+class PolicyBuilder(GraphBuilder):
+    """The graph builder of an SB3 policy; custom modules in it are captured with ``torch.export``.
+
+    Attributes:
+        policy: the live policy (its modules' example inputs are recorded on first need).
+        constants: names of the tensors rlport made from captured modules' literals (kept fixed in training).
+    """
+
+    def __init__(self, policy: Any) -> None:
+        super().__init__()
+        self.policy = policy
+        self.constants: list[str] = []
+        self._examples: dict[Any, Any] | None = None
+
+    def example(self, key: Any) -> Any:
+        """The input of module ``key`` (``id(module)``; ``("out", id(module))``: its output) on sample observations."""
+        if self._examples is None:
+            self._examples = _example_inputs(self.policy)
+        if key not in self._examples:
+            raise UnsupportedError("a custom module of the policy is not called by its predict(); cannot capture it")
+        return self._examples[key]
+
+
+_LIBRARIES = ("torch.", "stable_baselines3.", "sb3_contrib.")
+
+
+def _translatable(module: Any) -> bool:
+    """Whether :func:`emit_module` knows every layer in ``module`` (library classes it lists)."""
+    return all(
+        type(m).__module__.startswith(_LIBRARIES) and type(m).__name__ in SUPPORTED_LAYERS for m in module.modules()
+    )
+
+
+_RECURRENT = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
+
+
+def _recurrent(module: Any) -> bool:
+    """Whether ``module`` holds a recurrent layer (refused by name: its state has no place in a captured graph)."""
+    return any(type(m).__name__ in _RECURRENT for m in module.modules())
+
+
+def _example_inputs(policy: Any) -> dict[Any, Any]:
+    """Each module's first input (and output) during one deterministic ``_predict`` on two sampled observations."""
+    import copy
+
+    import torch
+
+    seen: dict[Any, Any] = {}
+
+    def before(module: Any, args: Any) -> None:
+        seen.setdefault(id(module), args[0] if args else None)
+
+    def after(module: Any, args: Any, out: Any) -> None:
+        seen.setdefault(("out", id(module)), out)
+
+    handles = [m.register_forward_pre_hook(before) for m in policy.modules()]
+    handles += [m.register_forward_hook(after) for m in policy.modules()]
+    space = copy.deepcopy(policy.observation_space)
+    space.seed(0)
+    samples = [space.sample() for _ in range(2)]
+    obs = (
+        {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        if isinstance(samples[0], dict)
+        else np.stack(samples)
+    )
+    try:
+        with torch.no_grad():
+            policy._predict(policy.obs_to_tensor(obs)[0], deterministic=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def _emit(b: GraphBuilder, module: Any, x: Any, prefix: str, example_key: Any = None, method: str | None = None) -> str:
+    """The ops of ``module(x)``: its layers when rlport knows them all, else captured with ``torch.export``."""
+    if not isinstance(b, PolicyBuilder) or (method is None and (_translatable(module) or _recurrent(module))):
+        return emit_module(b, module, x, prefix)  # a skeleton (a file) has nothing to run; an RNN is refused by name
+    from rlport.frameworks.torch.capture import emit_captured
+    from rlport.frameworks.torch.values import Emitter
+
+    e = Emitter(b, prefix=f"{prefix}.")
+    out = emit_captured(e, module, x, b.example(id(module) if example_key is None else example_key), method)
+    b.constants += e.made
+    return out
 
 
 # ---- observations ------------------------------------------------------------------------
@@ -94,15 +181,13 @@ def _features(b: GraphBuilder, extractor: Any, obs: str | dict[str, str], prefix
     if _cls(extractor) == "CombinedExtractor":
         if not isinstance(obs, dict):
             raise UnsupportedError("CombinedExtractor needs a dict observation space")
-        parts = [
-            emit_module(b, sub, obs[key], f"{prefix}.extractors.{key}") for key, sub in extractor.extractors.items()
-        ]
+        parts = [_emit(b, sub, obs[key], f"{prefix}.extractors.{key}") for key, sub in extractor.extractors.items()]
         return b.add("concat", parts)
-    if isinstance(obs, dict):
+    if isinstance(obs, dict) and not isinstance(b, PolicyBuilder):
         raise UnsupportedError(
             f"features extractor {_cls(extractor)} on a dict observation space; supported: CombinedExtractor"
         )
-    return emit_module(b, extractor, obs, prefix)
+    return _emit(b, extractor, obs, prefix)
 
 
 # ---- actions -----------------------------------------------------------------------------
@@ -164,14 +249,23 @@ def _actor_critic(b: GraphBuilder, policy: Any, obs: Any, mask: str | None) -> s
     latent = _features(b, getattr(policy, extractor_name), obs, extractor_name)
     if hasattr(policy, "lstm_actor"):
         latent = _lstm(b, policy.lstm_actor, latent, "lstm_actor")
-    if hasattr(policy.mlp_extractor, "shared_net"):  # saved by SB3 < 1.8: layers shared with the critic
-        latent = emit_module(b, policy.mlp_extractor.shared_net, latent, "mlp_extractor.shared_net")
-    latent = emit_module(b, policy.mlp_extractor.policy_net, latent, "mlp_extractor.policy_net")
-    mean = emit_module(b, policy.action_net, latent, "action_net")
+    extractor = policy.mlp_extractor
+    if isinstance(b, PolicyBuilder) and not _library_mlp_extractor(extractor):  # the user's own actor network
+        features = getattr(policy, extractor_name)
+        latent = _emit(b, extractor, latent, "mlp_extractor", ("out", id(features)), method="forward_actor")
+    else:
+        if hasattr(extractor, "shared_net"):  # saved by SB3 < 1.8: layers shared with the critic
+            latent = emit_module(b, extractor.shared_net, latent, "mlp_extractor.shared_net")
+        latent = _emit(b, extractor.policy_net, latent, "mlp_extractor.policy_net")
+    mean = _emit(b, policy.action_net, latent, "action_net")
     dist = policy.action_dist
     if _cls(dist) in ("DiagGaussianDistribution", "StateDependentNoiseDistribution"):
         return _gaussian_head(b, policy, dist, mean, latent, policy.log_std, "log_std")
     return _distribution(b, dist, mean, latent, mask)
+
+
+def _library_mlp_extractor(extractor: Any) -> bool:
+    return type(extractor).__module__.startswith(_LIBRARIES) and hasattr(extractor, "policy_net")
 
 
 def _lstm(b: GraphBuilder, lstm: Any, x: str, prefix: str) -> str:
@@ -203,7 +297,7 @@ def _q_network(b: GraphBuilder, policy: Any, obs: Any, epsilon: float) -> str:
     """DQN: argmax of Q (epsilon-greedy when sampling)."""
     q_net = policy.q_net
     x = _features(b, q_net.features_extractor, obs, "q_net.features_extractor")
-    q = emit_module(b, q_net.q_net, x, "q_net.q_net")
+    q = _emit(b, q_net.q_net, x, "q_net.q_net")
     return b.add("greedy", [q], attrs={"epsilon": epsilon, "n": _discrete_n(policy.action_space)})
 
 
@@ -211,7 +305,7 @@ def _quantile_network(b: GraphBuilder, policy: Any, obs: Any, epsilon: float) ->
     """QR-DQN: argmax of the mean over quantiles."""
     net = policy.quantile_net
     x = _features(b, net.features_extractor, obs, "quantile_net.features_extractor")
-    quantiles = emit_module(b, net.quantile_net, x, "quantile_net.quantile_net")
+    quantiles = _emit(b, net.quantile_net, x, "quantile_net.quantile_net")
     n = _discrete_n(policy.action_space)
     quantiles = b.add("reshape", [quantiles], attrs={"shape": [int(net.n_quantiles), n]})
     q = b.add("mean", [quantiles], attrs={"axis": 1})
@@ -223,12 +317,12 @@ def _actor(b: GraphBuilder, policy: Any, obs: Any) -> str:
     actor = policy.actor
     x = _features(b, actor.features_extractor, obs, "actor.features_extractor")
     if not hasattr(actor, "latent_pi"):  # TD3 / DDPG: mu ends with Tanh
-        return emit_module(b, actor.mu, x, "actor.mu")
-    latent = emit_module(b, actor.latent_pi, x, "actor.latent_pi")
-    mean = emit_module(b, actor.mu, latent, "actor.mu")
+        return _emit(b, actor.mu, x, "actor.mu")
+    latent = _emit(b, actor.latent_pi, x, "actor.latent_pi")
+    mean = _emit(b, actor.mu, latent, "actor.mu")
     if actor.use_sde:
         return _gaussian_head(b, actor, actor.action_dist, mean, latent, actor.log_std, "actor.log_std")
-    log_std = emit_module(b, actor.log_std, latent, "actor.log_std")
+    log_std = _emit(b, actor.log_std, latent, "actor.log_std")
     log_std = b.add("clip", [log_std], attrs={"min": LOG_STD_MIN, "max": LOG_STD_MAX})
     return b.add("tanh", [b.add("gaussian", [mean, log_std])])
 
@@ -236,7 +330,7 @@ def _actor(b: GraphBuilder, policy: Any, obs: Any) -> str:
 def _ars(b: GraphBuilder, policy: Any, obs: Any) -> str:
     """ARS linear and MLP policies: the network output, argmax for Discrete."""
     x = _features(b, policy.features_extractor, obs, "features_extractor")
-    out = emit_module(b, policy.action_net, x, "action_net")
+    out = _emit(b, policy.action_net, x, "action_net")
     if _cls(policy.action_space) == "Discrete":
         return b.add("greedy", [out], attrs={"epsilon": 0.0, "n": int(policy.action_space.n)})
     return out
@@ -245,7 +339,7 @@ def _ars(b: GraphBuilder, policy: Any, obs: Any) -> str:
 def build_graph(model: Any, vec_normalize: Any = None) -> GraphBuilder:
     """Build the acting graph of ``model.policy``; return the builder (graph and tensors)."""
     policy = model.policy
-    b = GraphBuilder()
+    b = PolicyBuilder(policy) if _is_live(policy) else GraphBuilder()
     obs = _observations(b, policy, vec_normalize)
     epsilon = float(getattr(model, "exploration_rate", 0.0) or 0.0)
     mask = None
@@ -268,6 +362,15 @@ def build_graph(model: Any, vec_normalize: Any = None) -> GraphBuilder:
         )
     b.output = _postprocess(b, action, policy)
     return b
+
+
+def _is_live(policy: Any) -> bool:
+    """A live torch policy (custom modules can be captured), not an inert skeleton read from a file."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(policy, torch.nn.Module) and hasattr(policy, "_predict")
 
 
 def _mask_size(space: Any) -> int:

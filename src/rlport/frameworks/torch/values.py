@@ -18,11 +18,7 @@ import torch
 from rlport.errors import UnsupportedError
 from rlport.graph.builder import GraphBuilder
 
-__all__ = ["BATCH", "Const", "Emitter", "Var", "MAX_EMULATED"]
-
-MAX_EMULATED = 1024
-"""The widest value whose element-wise arithmetic, slices or residual sums are emulated with ``linear``
-(an exact ``n x n`` selection or diagonal matrix): wider ones are refused."""
+__all__ = ["BATCH", "Call", "Const", "Emitter", "Var", "as_tensor", "axis_of", "computed", "constant"]
 
 
 class _Batch:
@@ -69,20 +65,24 @@ class Emitter:
     Attributes:
         b: the graph builder.
         prefix: put before every tensor name (``"features_extractor."``), empty at the top level.
-        made: names of the tensors rlport made to emulate an op (selection and diagonal matrices):
-            not weights of the module, so that training keeps them fixed.
+        made: names of the tensors rlport made from the module's literals and folded constants
+            (``x * 0.5``): not weights of the module, so that training keeps them fixed.
+        strip: taken off the front of a captured parameter's name first (a wrapper's attribute name).
     """
 
     b: GraphBuilder
     prefix: str = ""
     made: list[str] = field(default_factory=list)
+    strip: str = ""
     _count: int = 0
 
     def tensor(self, value: Const | torch.Tensor, role: str, name: str | None = None) -> str:
-        """Register a tensor; a named parameter keeps its name, anything else gets ``prefix + role_k``."""
+        """Register a tensor; a named parameter keeps its name, anything else gets ``prefix + role_k`` (in ``made``)."""
         if isinstance(value, Const):
             name = name or value.name
             value = value.tensor
+        if name is not None and self.strip and name.startswith(self.strip):
+            name = name[len(self.strip) :]
         if name is None:
             self._count += 1
             name = f"{role}_{self._count}"
@@ -99,35 +99,41 @@ class Emitter:
         """Append one node; the result is a :class:`Var` of non-batch shape ``shape``."""
         return Var(self.b.add(op, [v.name for v in x], params, attrs), tuple(int(s) for s in shape))
 
-    def linear(self, x: Var, weight: torch.Tensor, bias: torch.Tensor | None, names=(None, None), made=False) -> Var:
-        """``x @ weight.T + bias`` over the last axis; ``made``: rlport's own matrices (kept fixed in training)."""
-        w_name, b_name = names
-        params = {"weight": self._param(weight, "emulated" if made else "weight", w_name, made)}
+    def linear(self, x: Var, weight: torch.Tensor, bias: torch.Tensor | None, names=(None, None)) -> Var:
+        """``x @ weight.T + bias`` over the last axis; ``names``: the parameters' names (None: made by rlport)."""
+        params = {"weight": self.tensor(weight, "weight", names[0])}
         if bias is not None:
-            params["bias"] = self._param(bias, "emulated" if made else "bias", b_name, made)
+            params["bias"] = self.tensor(bias, "bias", names[1])
         return self.add("linear", [x], (*x.shape[:-1], int(weight.shape[0])), params)
 
-    def _param(self, value: torch.Tensor, role: str, name: str | None, made: bool) -> str:
-        registered = self.tensor(value, role, name)
-        if made and registered not in self.made:
-            self.made.append(registered)
-        return registered
 
-    def select(self, x: Var, indices: list[int], what: str) -> Var:
-        """Columns ``indices`` of a rank-2 value, as an exact 0/1 selection matrix."""
-        width = self.emulable(x, what)
-        matrix = torch.zeros((len(indices), width), dtype=torch.float32)
-        matrix[torch.arange(len(indices)), torch.tensor(indices, dtype=torch.int64)] = 1.0
-        return self.linear(x, matrix, None, made=True)
+@dataclass(frozen=True)
+class Call:
+    """One captured call: the ATen op's name and its output's shape(s) without the batch axis."""
 
-    def emulable(self, x: Var, what: str) -> int:
-        """The width of ``x`` when ``what`` can be emulated on it (rank 2, at most :data:`MAX_EMULATED` wide)."""
-        if x.rank != 2 or x.shape[0] > MAX_EMULATED:
-            raise UnsupportedError(
-                f"{what} on a value of shape (batch, {', '.join(map(str, x.shape))}) has no graph op yet; "
-                f"it is supported on (batch, n) values with n <= {MAX_EMULATED}"
-            )
-        return x.shape[0]
+    op: str
+    out: Any
+
+
+def axis_of(x: Var, dim: int) -> int:
+    """``dim`` of the full tensor (batch axis 0) as a negative axis, or refused when it is the batch axis."""
+    dim = int(dim)
+    full = dim if dim < 0 else dim - x.rank
+    if not -x.rank < full < 0:
+        raise UnsupportedError(f"an op along dim {dim} (the batch axis) of a rank-{x.rank} value")
+    return full
+
+
+def computed(value: Any, what: str) -> Var:
+    if not isinstance(value, Var):
+        raise UnsupportedError(f"{what} expects its input computed from the observation, found a constant")
+    return value
+
+
+def constant(value: Any, what: str) -> Const:
+    if not isinstance(value, Const):
+        raise UnsupportedError(f"{what} expects a constant (a parameter or buffer) here, found a computed value")
+    return value
 
 
 def as_tensor(value: Any) -> torch.Tensor:
