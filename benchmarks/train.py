@@ -125,7 +125,9 @@ def compare(algo: str, env_id: str, seeds: list[int], budget: int, eval_every: i
             progress(f"{algo} {env_id} seed {seed}: stable-baselines3")
             theirs = reached(sb3_run(algo, env_id, seed, budget, eval_every, target), target)
             ratio = theirs["seconds"] / mine["seconds"] if mine["seconds"] and theirs["seconds"] else None
-            rows.append({"algo": algo, "env": env_id, "seed": seed, "example": mine, "sb3": theirs, "ratio": ratio})
+            speed = (mine["steps"] / mine["seconds"]) / (theirs["steps"] / theirs["seconds"]) if ratio else None
+            rows.append({"algo": algo, "env": env_id, "seed": seed, "example": mine, "sb3": theirs, "ratio": ratio,
+                         "speed_ratio": speed})  # fmt: skip
     return rows
 
 
@@ -135,13 +137,19 @@ def render(result: dict[str, Any]) -> str:
             return "not reached", f"(last {run['return']:.0f})" if run["return"] is not None else "-"
         return f"{run['seconds']:.1f} s", f"{run['steps']:,}"
 
-    rows = [[r["algo"], r["env"], r["seed"], *cell(r["example"]), *cell(r["sb3"]), fmt_ratio(r["ratio"])]
-            for r in result["rows"]]  # fmt: skip
-    head = ["algo", "env", "seed", "example time", "example steps", "SB3 time", "SB3 steps", "SB3 / example"]
+    rows = [[r["algo"], r["env"], r["seed"], *cell(r["example"]), *cell(r["sb3"]), fmt_ratio(r["ratio"]),
+             fmt_ratio(r["speed_ratio"])] for r in result["rows"]]  # fmt: skip
+    head = ["algo", "env", "seed", "example time", "example steps", "SB3 time", "SB3 steps", "SB3 / example",
+            "steps/s example / SB3"]  # fmt: skip
     lines = [table(head, rows), ""]
     for algo, summary in result["summary"].items():
-        lines.append(f"{algo}: median SB3 / example time to target = {fmt_ratio(summary['median_ratio'])}"
-                     + (f" (target >= {summary['target']}x)" if summary.get("target") else ""))  # fmt: skip
+        if summary["median_ratio"] is None:
+            continue
+        target = f" (target >= {summary['target']}x)" if summary.get("target") else ""
+        lines.append(
+            f"{algo}: median SB3 / example time to target = {fmt_ratio(summary['median_ratio'])}{target}; "
+            f"median training speed (steps/s) example / SB3 = {fmt_ratio(summary['median_speed'])}"
+        )
     lines.append(f"load average: {result['machine']['load_average']}")
     return "\n".join(lines)
 
@@ -159,7 +167,9 @@ def main() -> None:
     summary = {}
     for algo, target in (("ppo", 2.0), ("sac", None)):
         ratios = [r["ratio"] for r in rows if r["algo"] == algo and r["ratio"] is not None]
-        summary[algo] = {"median_ratio": float(np.median(ratios)) if ratios else None, "target": target}
+        speeds = [r["speed_ratio"] for r in rows if r["algo"] == algo and r["speed_ratio"] is not None]
+        summary[algo] = {"median_ratio": float(np.median(ratios)) if ratios else None, "target": target,
+                         "median_speed": float(np.median(speeds)) if speeds else None}  # fmt: skip
     emit({"rows": rows, "summary": summary, "machine": machine_info()}, args.json, render)
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "Bundle",
     "load",
     "from_sb3",
+    "from_torch",
     "import_sb3",
     "import_zoo",
     "import_state_dict",
@@ -180,6 +181,19 @@ def distill(teacher: str | os.PathLike | Bundle, **kwargs: Any) -> tuple[Bundle,
     from rlport.distillation.api import distill as _distill
 
     return _distill(teacher, **kwargs)
+
+
+def from_torch(module: Any, observation_space: Any, action_space: Any, head: str, **kwargs: Any) -> Bundle:
+    """Capture a torch policy network (``torch.export``) as a :class:`Bundle`, checked against the module.
+
+    See :func:`rlport.frameworks.torch.export.from_torch` for the heads and arguments.
+
+    Example:
+        >>> bundle = rlport.from_torch(actor, obs_space, act_space, head="gaussian")  # doctest: +SKIP
+    """
+    from rlport.frameworks.torch.export import from_torch as _from_torch
+
+    return _from_torch(module, observation_space, action_space, head, **kwargs)
 
 
 def compress(

@@ -46,6 +46,13 @@ def n(tensor) -> np.ndarray:
 
 # ---- activations -----------------------------------------------------------------------------
 
+class _Exp(nn.Module):
+    """torch.exp as a module (torch has no nn.Exp)."""
+
+    def forward(self, x):
+        return torch.exp(x)
+
+
 # (op, attrs, torch module): every activation of the format, with non-default attrs where it has any.
 ACTIVATIONS = [
     ("identity", {}, nn.Identity()),
@@ -78,6 +85,7 @@ ACTIVATIONS = [
     ("threshold", {"threshold": 0.1, "value": -3.0}, nn.Threshold(0.1, -3.0)),
     ("rrelu", {}, nn.RReLU().eval()),
     ("rrelu", {"lower": 0.1, "upper": 0.5}, nn.RReLU(0.1, 0.5).eval()),
+    ("exp", {}, _Exp()),
 ]
 ACTIVATION_IDS = [op + "".join(f"-{k}={v}" for k, v in attrs.items()) for op, attrs, _ in ACTIVATIONS]
 
@@ -86,6 +94,7 @@ def test_every_activation_of_the_format_is_compared_with_torch():
     listed = {op for op, _, _ in ACTIVATIONS} | {"prelu"}
     schema_unary = {name for name, s in OPS.items() if s.inputs == (1, 1) and not s.params and not s.stochastic}
     preprocess = {"cast", "divide", "one_hot", "multi_one_hot", "flatten", "reshape", "mean", "clip"}
+    preprocess |= {"max_pool2d", "avg_pool2d", "slice"}  # see tests/frameworks/torch/test_added_ops.py
     assert listed == schema_unary - preprocess | {"prelu"}
 
 
