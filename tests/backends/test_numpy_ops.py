@@ -46,6 +46,7 @@ def n(tensor) -> np.ndarray:
 
 # ---- activations -----------------------------------------------------------------------------
 
+
 class _Exp(nn.Module):
     """torch.exp as a module (torch has no nn.Exp)."""
 

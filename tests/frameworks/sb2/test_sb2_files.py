@@ -33,8 +33,11 @@ def test_pkl_and_zip_of_one_model_read_the_same(tmp_path):
     pkl = read_sb2(write_pkl(tmp_path / "a2c" / "CartPole-v1.pkl", (data, params)))
     archive = read_sb2(write_zip(tmp_path / "a2c" / "CartPole-v1.zip", data, by_name(params)))
     for model in (pkl, archive):
-        assert (model.algorithm, model.policy, model.policy_module) == ("a2c", "MlpPolicy",
-                                                                         "stable_baselines.common.policies")
+        assert (model.algorithm, model.policy, model.policy_module) == (
+            "a2c",
+            "MlpPolicy",
+            "stable_baselines.common.policies",
+        )
         assert model.observation_space == BoxSpec.create(-10.0, 10.0, (4,))
         assert model.action_space == DiscreteSpec(2)
         assert model.policy_kwargs == {"net_arch": [{"pi": [8], "vf": [8]}]}
@@ -115,8 +118,11 @@ def test_zoo_custom_policy_is_the_builtin_class_it_equals(tmp_path):
     spaces = {key: a2c_model()[0][key] for key in ("observation_space", "action_space")}
     data = {**DQN_KEYS, **spaces, "policy": policy_class("utils.CustomDQNPolicy"), "policy_kwargs": {"dueling": True}}
     model = read_sb2(write_pkl(tmp_path / "dqn" / "M.pkl", (data, params)))
-    assert (model.algorithm, model.policy, model.policy_module) == ("dqn", "LnMlpPolicy",
-                                                                     "stable_baselines.deepq.policies")
+    assert (model.algorithm, model.policy, model.policy_module) == (
+        "dqn",
+        "LnMlpPolicy",
+        "stable_baselines.deepq.policies",
+    )
     assert model.policy_kwargs == {"dueling": True, "layers": [64]}
     assert model.data["_policy_saved_as"] == "utils.CustomDQNPolicy"
 

@@ -67,8 +67,10 @@ def _params(params: Any, what: str) -> dict[str, np.ndarray] | list[np.ndarray]:
     """The parameters: a list of numeric arrays, or a mapping of TensorFlow names to them."""
     items = list(params.items()) if isinstance(params, dict) else list(enumerate(params or []))
     if not isinstance(params, (dict, list)) or len(items) > MAX_PARAMETERS:
-        raise BundleError(f"{what}: params should be a list or mapping of at most {MAX_PARAMETERS} arrays, found "
-                          f"{type(params).__name__}{f' of {len(items)}' if isinstance(params, (dict, list)) else ''}")
+        raise BundleError(
+            f"{what}: params should be a list or mapping of at most {MAX_PARAMETERS} arrays, found "
+            f"{type(params).__name__}{f' of {len(items)}' if isinstance(params, (dict, list)) else ''}"
+        )
     arrays = []
     for key, array in items:
         if isinstance(params, dict) and not isinstance(key, str):

@@ -75,4 +75,3 @@ def published_return(model: Path) -> dict[str, Any]:
         if found is not None:
             return found
     return {}
-
