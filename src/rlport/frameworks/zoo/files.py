@@ -45,6 +45,7 @@ MAX_EVALUATIONS_SIZE = 64 << 20
 
 _MAX_NPY_HEADER = 10_000  # numpy's own limit on a .npy header
 _ORDERED_DICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
+_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
 
 
 def _parser(yaml: Any) -> type:
@@ -67,8 +68,9 @@ def _parser(yaml: Any) -> type:
     return CSafeParser
 
 
-def _loader(yaml: Any, path: Path) -> type:
-    """SafeLoader plus the one python tag the zoo writes, nesting bounded while composing."""
+def _loader(yaml: Any, path: Path, tuples: bool = False) -> type:
+    """SafeLoader plus the python tag the zoo writes (OrderedDict; with ``tuples``, also ``!!python/tuple``,
+    read as a list, which the SB2 zoo writes), nesting bounded while composing."""
 
     class ZooLoader(_parser(yaml)):
         """Any python tag but the zoo's OrderedDict is refused; nodes nest at most MAX_NESTING deep."""
@@ -103,17 +105,21 @@ def _loader(yaml: Any, path: Path) -> type:
         )
 
     ZooLoader.add_constructor(_ORDERED_DICT_TAG, ordered_dict)
+    if tuples:
+        ZooLoader.add_constructor(_TUPLE_TAG, lambda loader, node: loader.construct_sequence(node, deep=True))
     ZooLoader.add_multi_constructor("tag:yaml.org,2002:python/", refuse)
     return ZooLoader
 
 
-def read_zoo_yaml(path: Path) -> dict[str, Any]:
+def read_zoo_yaml(path: Path, tuples: bool = False) -> dict[str, Any]:
     """A zoo ``config.yml``/``args.yml``, read safely: a mapping with string keys, nothing executed.
+
+    ``tuples``: also read ``!!python/tuple`` (as a list), as SB2 zoo files hold them.
 
     Raises:
         BundleError: not a regular file, over MAX_YAML_SIZE, not YAML, nested or expanding beyond
             the limits (aliases of aliases), or not a mapping with string keys.
-        UnsafeFileError: a python tag other than the zoo's OrderedDict.
+        UnsafeFileError: a python tag other than the zoo's OrderedDict (and tuple, with ``tuples``).
     """
     try:
         import yaml
@@ -121,7 +127,7 @@ def read_zoo_yaml(path: Path) -> dict[str, Any]:
         raise MissingDependencyError('reading RL Zoo folders needs PyYAML; pip install "rlport[yaml]"') from exc
     raw = read_regular(path, MAX_YAML_SIZE, str(path))
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_loader(yaml, path))  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(raw.decode("utf-8"), Loader=_loader(yaml, path, tuples))  # noqa: S506 - a SafeLoader subclass
     except UnicodeDecodeError as exc:
         raise BundleError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
     except yaml.YAMLError as exc:
