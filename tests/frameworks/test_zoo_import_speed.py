@@ -19,14 +19,15 @@ import sys, warnings
 import rlport
 warnings.simplefilter("ignore")
 bundle = rlport.import_zoo(sys.argv[1], probes=8, fingerprint=sys.argv[2] == "yes")
-print(bundle.env.id, "gymnasium" in sys.modules)
+print(bundle.env.id, "gymnasium" in sys.modules, "torch" in sys.modules)
 """
 
 
 def _fresh_import(run, fingerprint: bool) -> tuple[str, bool]:
     """The env id of the bundle and whether gymnasium was imported, in a fresh process."""
     argv = [sys.executable, "-c", _CHILD, str(run), "yes" if fingerprint else "no"]
-    env_id, loaded = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    env_id, loaded, torch = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
+    assert torch == "False", "importing a zoo run imported torch (~1.5 s); a file's import never needs it"
     return env_id, loaded == "True"
 
 
