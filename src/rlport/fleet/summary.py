@@ -1,12 +1,14 @@
 """The summary of a fleet evaluation: one row per bundle x env, as the RL Zoo's ``benchmark.md``.
 
-Columns: algorithm, env, mean and std of every episode's return (all seeds together), episodes,
+Columns: the bundle's file name (two bundles of one algorithm and env, e.g. a float and an int8 one, are
+told apart), algorithm, env, mean and std of every episode's return (all seeds together), episodes,
 steps, the reference (the returns recorded at export, else the published ones) and whether it was
 reproduced, by ``rlport verify``'s returns rule (:func:`rlport.verify.checks.returns_verdict`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,14 +71,14 @@ def _number(value: float | None) -> str:
 
 def render_markdown(rows: list[dict[str, Any]]) -> str:
     """The summary as a markdown table (``benchmark.md``'s layout, with the reference and the verdict)."""
-    head = "| algo | env | mean | std | episodes | steps | reference | reproduced |"
-    lines = [head, "|---|---|---:|---:|---:|---:|---|---|"]
+    head = "| bundle | algo | env | mean | std | episodes | steps | reference | reproduced |"
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---|---|"]
     for row in rows:
         ref = row["reference"]
         ref_text = f"{ref['mean']:.2f} ± {ref['std']:.2f} (n={ref['episodes']})" if ref else "-"
         reproduced = row["reproduced"] + (f", {row['failed']} failed" if row["failed"] else "")
-        cells = [row["algorithm"].lower(), str(row["env"]), _number(row["mean_return"]), _number(row["std_return"]),
-                 str(row["episodes"]), f"{row['steps']:,}", ref_text, reproduced]  # fmt: skip
+        cells = [Path(row["bundle"]).name, row["algorithm"].lower(), str(row["env"]), _number(row["mean_return"]),
+                 _number(row["std_return"]), str(row["episodes"]), f"{row['steps']:,}", ref_text, reproduced]  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
