@@ -77,8 +77,17 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
         ref = row["reference"]
         ref_text = f"{ref['mean']:.2f} ± {ref['std']:.2f} (n={ref['episodes']})" if ref else "-"
         reproduced = row["reproduced"] + (f", {row['failed']} failed" if row["failed"] else "")
-        cells = [Path(row["bundle"]).name, row["algorithm"].lower(), str(row["env"]), _number(row["mean_return"]),
-                 _number(row["std_return"]), str(row["episodes"]), f"{row['steps']:,}", ref_text, reproduced]  # fmt: skip
+        cells = [
+            Path(row["bundle"]).name,
+            row["algorithm"].lower(),
+            str(row["env"]),
+            _number(row["mean_return"]),
+            _number(row["std_return"]),
+            str(row["episodes"]),
+            f"{row['steps']:,}",
+            ref_text,
+            reproduced,
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
