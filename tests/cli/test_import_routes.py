@@ -513,3 +513,11 @@ def test_an_sb2_zoo_folder_stands_for_the_model_beside_it(sb2_sample, tmp_path, 
     lone.mkdir()
     code, _, err = _cli(capsys, "import", lone, "-o", tmp_path / "none.rlp")
     assert code == 2 and "expected one model .zip" in err
+
+
+def test_a_pkl_that_is_no_pickle_is_named_as_an_sb2_file(tmp_path, capsys):
+    """A ``.pkl`` is read as SB2's (SB3 never writes one): the error says what an SB2 model is, not SB3's zip."""
+    bad = tmp_path / "garbage.pkl"
+    bad.write_bytes(bytes(range(256)) * 4)
+    code, _, err = _cli(capsys, "import", bad, "-o", tmp_path / "x.rlp")
+    assert code == 2 and "neither an SB2 .pkl" in err and "SB3" not in err and not (tmp_path / "x.rlp").exists()

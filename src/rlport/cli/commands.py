@@ -385,10 +385,10 @@ def _is_sb2(source: Path) -> bool:
     looked at (an RL Zoo run folder's import would otherwise import the SB2 reader, ~10 ms)."""
     if not source.is_file():
         return False
-    try:
-        from rlport.frameworks.sb2.importer import is_sb2_file
-    except ImportError:  # pragma: no cover - the SB2 reader is part of rlport; kept for partial installs
-        return False
+    if source.suffix.lower() == ".pkl":  # SB3 never writes one: the SB2 reader says what is wrong with it
+        return True
+    from rlport.frameworks.sb2.importer import is_sb2_file
+
     return is_sb2_file(source)
 
 
